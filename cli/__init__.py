@@ -1,0 +1,1 @@
+"""Typer command-line interface (installed as ``fedmm.cli``; console script ``fedmm``)."""

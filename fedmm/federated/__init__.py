@@ -1,0 +1,1 @@
+"""fedmm.federated."""

@@ -1,0 +1,107 @@
+"""Gated cross-attention (DESIGN §4): reference implementations and dispatch.
+
+Math (weights applied as ``x @ W``; ``dh = d / heads``)::
+
+    Q = xq Wq ; K = xkv Wk ; V = xkv Wv
+    A = softmax(Q K^T / sqrt(dh) + (-inf where ~kv_mask))   (rows with no valid key: A = 0)
+    O = concat_heads(A V) Wo
+    G = sigmoid(xq Wg + O Ug + bg)
+    out = G * O + (1 - G) * xq
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import torch.nn.functional as F
+
+from fedmm.ops._dispatch import resolve_backend
+
+
+def _check_inputs(xq, xkv, kv_mask, weights, bg, heads) -> None:
+    if xq.dim() != 3 or xkv.dim() != 3:
+        raise ValueError(f"xq and xkv must be [B, L, d]; got {tuple(xq.shape)} and {tuple(xkv.shape)}")
+    B, _, d = xq.shape
+    if xkv.shape[0] != B or xkv.shape[2] != d:
+        raise ValueError(f"xkv {tuple(xkv.shape)} does not match xq {tuple(xq.shape)}")
+    if kv_mask.shape != xkv.shape[:2] or kv_mask.dtype != torch.bool:
+        raise ValueError(f"kv_mask must be bool [B, Lk] = {tuple(xkv.shape[:2])}; got {kv_mask.dtype} {tuple(kv_mask.shape)}")
+    for name, w in weights.items():
+        if w.shape != (d, d):
+            raise ValueError(f"{name} must be [{d}, {d}]; got {tuple(w.shape)}")
+    if bg.shape != (d,):
+        raise ValueError(f"bg must be [{d}]; got {tuple(bg.shape)}")
+    if heads <= 0 or d % heads:
+        raise ValueError(f"heads={heads} must divide d={d}")
+
+
+def _gate(xq, o, wg, ug, bg):
+    g = torch.sigmoid(xq @ wg + o @ ug + bg)  # [B, Lq, d]
+    return g * o + (1 - g) * xq
+
+
+def gated_cross_attention_naive(xq, xkv, kv_mask, wq, wk, wv, wo, wg, ug, bg, heads):
+    """Explicit-softmax reference (float64-friendly, used as the test oracle)."""
+    B, Lq, d = xq.shape
+    Lk, dh = xkv.shape[1], d // heads
+    q = (xq @ wq).view(B, Lq, heads, dh).transpose(1, 2)  # [B, H, Lq, dh]
+    k = (xkv @ wk).view(B, Lk, heads, dh).transpose(1, 2)  # [B, H, Lk, dh]
+    v = (xkv @ wv).view(B, Lk, heads, dh).transpose(1, 2)  # [B, H, Lk, dh]
+    any_valid = kv_mask.any(dim=1)  # [B]
+    # rows with no valid key: softmax over all keys (finite), then zeroed below
+    mask = kv_mask | ~any_valid[:, None]  # [B, Lk]
+    scores = (q @ k.transpose(-1, -2)) / math.sqrt(dh)  # [B, H, Lq, Lk]
+    scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
+    probs = torch.softmax(scores, dim=-1) * any_valid[:, None, None, None].to(scores.dtype)
+    o = (probs @ v).transpose(1, 2).reshape(B, Lq, d) @ wo  # [B, Lq, d]
+    return _gate(xq, o, wg, ug, bg)
+
+
+def gated_cross_attention_torch(xq, xkv, kv_mask, wq, wk, wv, wo, wg, ug, bg, heads):
+    """PyTorch fallback: scaled_dot_product_attention + gate epilogue."""
+    B, Lq, d = xq.shape
+    Lk, dh = xkv.shape[1], d // heads
+    q = (xq @ wq).view(B, Lq, heads, dh).transpose(1, 2)  # [B, H, Lq, dh]
+    k = (xkv @ wk).view(B, Lk, heads, dh).transpose(1, 2)  # [B, H, Lk, dh]
+    v = (xkv @ wv).view(B, Lk, heads, dh).transpose(1, 2)  # [B, H, Lk, dh]
+    any_valid = kv_mask.any(dim=1)  # [B]
+    mask = (kv_mask | ~any_valid[:, None])[:, None, None, :]  # [B, 1, 1, Lk]
+    attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, H, Lq, dh]
+    attn = attn * any_valid[:, None, None, None].to(attn.dtype)
+    o = attn.transpose(1, 2).reshape(B, Lq, d) @ wo  # [B, Lq, d]
+    return _gate(xq, o, wg, ug, bg)
+
+
+def _triton_unavailable(device_type: str) -> str | None:
+    try:
+        from fedmm.kernels import gated_cross_attention_triton  # noqa: F401
+    except Exception as exc:  # ImportError, or triton missing/broken
+        return f"fedmm.kernels could not be imported ({exc})"
+    if device_type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
+        return None
+    return "Triton kernels need CUDA tensors (or TRITON_INTERPRET=1 for the CPU interpreter)"
+
+
+def gated_cross_attention(xq, xkv, kv_mask, wq, wk, wv, wo, wg, ug, bg, heads, backend="auto"):
+    """Gated cross-attention, ``out[B, Lq, d]`` (see module docstring for the math).
+
+    xq [B, Lq, d], xkv [B, Lk, d], kv_mask [B, Lk] bool (True = valid key),
+    wq, wk, wv, wo, wg, ug [d, d], bg [d]. ``backend`` in auto|torch|triton|naive:
+    ``auto`` uses Triton on CUDA tensors and the PyTorch path otherwise.
+    """
+    _check_inputs(xq, xkv, kv_mask, dict(wq=wq, wk=wk, wv=wv, wo=wo, wg=wg, ug=ug), bg, heads)
+    device_type = xq.device.type
+    available = {
+        "triton": lambda: _triton_unavailable(device_type) if device_type == "cuda" or backend == "triton"
+        else "auto uses Triton only on CUDA tensors",
+        "torch": lambda: None,
+        "naive": lambda: None,
+    }
+    chosen = resolve_backend("gated_cross_attention", backend, available)
+    if chosen == "triton":
+        from fedmm.kernels import gated_cross_attention_triton
+
+        return gated_cross_attention_triton(xq, xkv, kv_mask, wq, wk, wv, wo, wg, ug, bg, heads)
+    fn = gated_cross_attention_torch if chosen == "torch" else gated_cross_attention_naive
+    return fn(xq, xkv, kv_mask, wq, wk, wv, wo, wg, ug, bg, heads)

@@ -1,0 +1,79 @@
+"""Weighted K-Means (DESIGN §8): FAISS (GPU build if present, else CPU) or PyTorch Lloyd."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from fedmm.ops._dispatch import resolve_backend
+
+
+def _faiss_unavailable() -> str | None:
+    try:
+        import faiss  # noqa: F401
+    except Exception as exc:
+        return f"faiss not importable ({exc})"
+    return None
+
+
+def _faiss_gpu_unavailable() -> str | None:
+    reason = _faiss_unavailable()
+    if reason:
+        return reason
+    import faiss
+
+    if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() == 0:
+        return "faiss has no GPU support here"
+    return None
+
+
+def _kmeans_torch(x: np.ndarray, k: int, weights: np.ndarray, iters: int, seed: int) -> np.ndarray:
+    gen = torch.Generator().manual_seed(seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    xt = torch.from_numpy(x).to(device, torch.float32)  # [N, d]
+    wt = torch.from_numpy(weights).to(device, torch.float32)  # [N]
+    # k-means++ seeding (weighted)
+    first = int(torch.multinomial(wt.cpu() / wt.sum().cpu(), 1, generator=gen))
+    centers = [xt[first]]
+    for _ in range(1, k):
+        d2 = torch.cdist(xt, torch.stack(centers)).min(1).values ** 2  # [N]
+        p = (d2 * wt).cpu()
+        idx = int(torch.multinomial(p / p.sum(), 1, generator=gen)) if p.sum() > 0 else int(torch.randint(len(xt), (1,), generator=gen))
+        centers.append(xt[idx])
+    c = torch.stack(centers)  # [k, d]
+    for _ in range(iters):
+        assign = torch.cdist(xt, c).argmin(1)  # [N]
+        sums = torch.zeros_like(c).index_add_(0, assign, xt * wt[:, None])
+        mass = torch.zeros(k, device=device).index_add_(0, assign, wt)
+        nonempty = mass > 0
+        c[nonempty] = sums[nonempty] / mass[nonempty, None]
+    return c.cpu().numpy()
+
+
+def _kmeans_faiss(x: np.ndarray, k: int, weights: np.ndarray, iters: int, seed: int, gpu: bool) -> np.ndarray:
+    import faiss
+
+    km = faiss.Kmeans(x.shape[1], k, niter=iters, seed=seed, gpu=gpu, verbose=False,
+                      min_points_per_centroid=1, max_points_per_centroid=1_000_000)
+    km.train(np.ascontiguousarray(x, np.float32), weights=np.ascontiguousarray(weights, np.float32))
+    return km.centroids.copy()
+
+
+def kmeans(x, k: int, weights=None, iters: int = 25, seed: int = 0, backend: str = "auto"):
+    """Cluster rows of ``x`` [N, d] into ``min(k, N)`` centers.
+
+    Returns ``(centers [k', d] float32, assign [N] int64)``. ``weights`` [N]
+    (e.g. cluster counts) weight each point. Backends: auto|faiss-gpu|faiss|torch.
+    """
+    x = np.ascontiguousarray(np.asarray(x, np.float32))
+    if x.ndim != 2 or len(x) == 0:
+        raise ValueError(f"kmeans: x must be a non-empty [N, d] array; got shape {x.shape}")
+    w = np.ones(len(x), np.float32) if weights is None else np.asarray(weights, np.float32)
+    k = int(min(k, len(x)))
+    chosen = resolve_backend("kmeans", backend, {
+        "faiss-gpu": _faiss_gpu_unavailable, "faiss": _faiss_unavailable, "torch": lambda: None})
+    if chosen == "torch":
+        centers = _kmeans_torch(x, k, w, iters, seed)
+    else:
+        centers = _kmeans_faiss(x, k, w, iters, seed, gpu=chosen == "faiss-gpu")
+    d2 = ((x[:, None, :] - centers[None, :, :]) ** 2).sum(-1)  # [N, k]
+    return centers.astype(np.float32), d2.argmin(1).astype(np.int64)
