@@ -1,0 +1,192 @@
+"""Run configuration: nested dataclasses, loaded from TOML, overridden by ``key=value`` strings."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedmm.models.model import ModelConfig
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "synthcxr"          # "synthcxr" (generated into the cache) or a dataset folder
+    n_samples: int = 6000              # synthcxr size (train pool + test)
+    image_size: int = 64
+    max_len: int = 48
+    vocab_size: int = 2000
+    tokenizer: str = ""                # local tokenizer / HF folder; default: WordPiece built from the public set
+    partition: str = "structural"      # structural | client | sample | site
+    n_clients: int = 30
+    n_image_only: int = 2
+    n_text_only: int = 2
+    p_drop_modality: float = 0.3
+    sample_missing: list = field(default_factory=lambda: [0.2, 0.2, 0.05])
+    dirichlet_alpha: float = 0.0       # 0 = IID labels
+    public_size: int = 500
+    val_fraction: float = 0.15
+    modalities: str = "both"           # both | image | text: hide a modality everywhere (complementarity study)
+
+
+@dataclass
+class TrainConfig:
+    local_epochs: int = 1
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    kd_weight: float = 1.0
+    kd_temperature: float = 2.0
+    kd_batch_size: int = 16
+    kd_public_per_round: int = 128     # public samples whose logits are exchanged each round
+    prox_mu: float = 0.01              # fedprox only
+    eval_batch_size: int = 256
+
+
+@dataclass
+class FedConfig:
+    strategy: str = "fedmm"            # fedmm | fedavg | fedprox | local | centralized
+    rounds: int = 8
+    weighting: str = "performance"     # performance | samples | uniform
+    tau: float = 0.1                   # performance weighting temperature
+    aggregation: str = "mean"          # mean | median | trimmed_mean | krum
+    trim: float = 0.1
+    n_byzantine: int = 0
+    kd: bool = True
+    prototypes: bool = True
+    pairing: str = "hungarian"         # hungarian | random
+    kd_threshold: float = -1.0         # < 0: median of the validation scores
+    n_centers: int = 16
+    local_centers: int = 8
+    min_cluster_size: int = 5
+    pair_alpha: float = 1.0
+    pair_beta: float = 1.0
+    calib_steps: int = 20
+    calib_lr: float = 1e-3
+    dp_clip: float = 0.0               # > 0: clip pooled vectors to this norm before clustering
+    dp_noise: float = 0.0              # Gaussian noise multiplier on centroids (with dp_clip)
+
+
+@dataclass
+class RunConfig:
+    name: str = ""
+    out: str = "runs"
+    seed: int = 0
+    device: str = "auto"
+    cache: str = ""                    # where generated data lives (default: $FEDMM_CACHE or ~/.cache/fedmm)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    fed: FedConfig = field(default_factory=FedConfig)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "smoke": {"data.n_samples": 900, "data.n_clients": 6, "data.n_image_only": 1, "data.n_text_only": 1,
+              "data.public_size": 100, "fed.rounds": 2, "fed.n_centers": 6, "fed.local_centers": 4,
+              "train.kd_public_per_round": 48, "fed.calib_steps": 5},
+}
+
+
+def _coerce(value: str, current: Any) -> Any:
+    if isinstance(current, bool):
+        if value.lower() in ("true", "1", "yes"):
+            return True
+        if value.lower() in ("false", "0", "no"):
+            return False
+        raise ValueError(f"expected true/false, got {value!r}")
+    if isinstance(current, int):
+        return int(value)
+    if isinstance(current, float):
+        return float(value)
+    if isinstance(current, list):
+        parsed = json.loads(value)
+        if not isinstance(parsed, list):
+            raise ValueError(f"expected a JSON list, got {value!r}")
+        return parsed
+    return value
+
+
+def set_key(cfg: RunConfig, key: str, value: Any) -> None:
+    """Set dotted ``key`` (e.g. ``fed.rounds``) on ``cfg``; strings are coerced to the field's type."""
+    *path, leaf = key.split(".")
+    obj = cfg
+    for part in path:
+        if not dataclasses.is_dataclass(obj) or not hasattr(obj, part):
+            raise KeyError(f"unknown config section {part!r} in {key!r}")
+        obj = getattr(obj, part)
+    if not dataclasses.is_dataclass(obj) or leaf not in {f.name for f in dataclasses.fields(obj)}:
+        raise KeyError(f"unknown config key {key!r}")
+    current = getattr(obj, leaf)
+    if dataclasses.is_dataclass(current):
+        raise KeyError(f"{key!r} is a section, not a value")
+    try:
+        if isinstance(value, str) and not isinstance(current, str):
+            value = _coerce(value, current)
+        elif isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        setattr(obj, leaf, value)
+    except ValueError as exc:
+        raise ValueError(f"config {key}: {exc}") from exc
+
+
+def _flatten(table: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in table.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def load_config(toml_file: str | Path | None = None, overrides: list[str] = (), preset: str = "default") -> RunConfig:
+    """Defaults <- preset <- TOML file <- ``key=value`` overrides (later wins)."""
+    cfg = RunConfig()
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {list(PRESETS)}")
+    for k, v in PRESETS[preset].items():
+        set_key(cfg, k, v)
+    if toml_file:
+        with open(toml_file, "rb") as fh:
+            for k, v in _flatten(tomllib.load(fh)).items():
+                set_key(cfg, k, v)
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like key=value")
+        k, v = item.split("=", 1)
+        set_key(cfg, k.strip(), v.strip())
+    return cfg
+
+
+def to_dict(cfg: RunConfig) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(table: dict) -> RunConfig:
+    cfg = RunConfig()
+    for k, v in _flatten(table).items():
+        set_key(cfg, k, v)
+    return cfg
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return json.dumps(str(v))
+
+
+def to_toml(cfg: RunConfig) -> str:
+    """Resolved config as TOML (round-trips through :func:`load_config`)."""
+    table = to_dict(cfg)
+    lines = [f"{k} = {_toml_value(v)}" for k, v in table.items() if not isinstance(v, dict)]
+    for section, values in table.items():
+        if isinstance(values, dict):
+            lines += ["", f"[{section}]"] + [f"{k} = {_toml_value(v)}" for k, v in values.items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,165 @@
+"""Client steps (DESIGN §5): train locally, score, summarise representations, upload."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fedmm.data.encode import EncodedSplit
+from fedmm.federated.messages import Message
+from fedmm.federated.strategies import Strategy
+from fedmm.federated.summary import summarize_vectors
+from fedmm.federated.train import Teacher, TrainResult, predict, train_local
+from fedmm.io import load_arrays, save_arrays
+from fedmm.metrics import classification_metrics
+from fedmm.models.head import param_group
+from fedmm.models.model import FedMMModel
+from fedmm.models.surrogate import GlobalVectors
+
+
+@dataclass
+class ClientData:
+    """What one client holds: its own splits plus the public set (already encoded)."""
+
+    name: str
+    index: int
+    train: EncodedSplit
+    val: EncodedSplit
+    public: EncodedSplit
+    classes: list[str]
+    multilabel: bool = False
+
+    @property
+    def modality(self) -> str:
+        img, txt = bool(self.train.has_image.any()), bool(self.train.has_text.any())
+        both = bool((self.train.has_image & self.train.has_text).all())
+        return "multimodal" if both else "image_only" if not txt else "text_only" if not img else "mixed"
+
+    def public_view(self) -> EncodedSplit:
+        """The public set restricted to the modalities this client has."""
+        pub = self.public.subset(torch.arange(len(self.public)))
+        pub.has_image = pub.has_image & bool(self.train.has_image.any())
+        pub.has_text = pub.has_text & bool(self.train.has_text.any())
+        return pub
+
+
+def stable_seed(*parts: int) -> int:
+    """Deterministic 63-bit seed from integers (seed, round, client, purpose)."""
+    h = 1469598103934665603
+    for p in parts:
+        h = ((h ^ (int(p) & 0xFFFFFFFFFFFF)) * 1099511628211) % (1 << 63)
+    return h
+
+
+def build_model(cfg, vocab_size: int, n_classes: int, seed: int) -> FedMMModel:
+    """A freshly initialised model; initialisation is a function of ``seed`` only."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return FedMMModel(cfg.model, vocab_size, n_classes, cfg.data.max_len)
+
+
+def model_state(model: FedMMModel) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+
+
+def load_model_state(model: FedMMModel, arrays: dict[str, np.ndarray], prefix: str = "", strict: bool = True) -> None:
+    state = {k[len(prefix):]: torch.from_numpy(v.copy()) for k, v in arrays.items() if k.startswith(prefix)}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or (strict and missing):
+        raise ValueError(f"state mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+
+def run_client_training(model: FedMMModel, data: ClientData, broadcast: Message, strategy: Strategy, cfg,
+                        generator: torch.Generator, device) -> tuple[TrainResult, float]:
+    """Client steps 1-3: load shared weights, train locally (KD if a student), validation macro-F1."""
+    if strategy.share and any(k.startswith("shared/") for k in broadcast.arrays):
+        load_model_state(model.head, broadcast.arrays, prefix="shared/")
+    gv = GlobalVectors.from_arrays(broadcast.arrays) if strategy.prototypes else None
+    teacher = None
+    if strategy.kd and data.name in broadcast.meta.get("students", []) and "teacher/probs" in broadcast.arrays:
+        teacher = Teacher(data.public_view(), broadcast.arrays["teacher/index"], broadcast.arrays["teacher/probs"])
+    prox_ref = None
+    if strategy.prox_mu > 0:
+        prox_ref = {k: v.detach().clone() for k, v in model.head.named_parameters()}
+    result = train_local(model, data.train, cfg.train, generator=generator, device=device, multilabel=data.multilabel,
+                         gv=gv, modality_dropout=strategy.modality_dropout if data.modality != "image_only" and
+                         data.modality != "text_only" else 0.0, teacher=teacher, prox_ref=prox_ref,
+                         prox_mu=strategy.prox_mu)
+    score = 0.0
+    if len(data.val):
+        logits = predict(model, data.val, device, gv, batch_size=cfg.train.eval_batch_size)["full"]
+        score = classification_metrics(logits, data.val.labels.numpy(), data.classes, data.multilabel)["macro_f1"]
+    return result, score
+
+
+def extract_representations(model: FedMMModel, split: EncodedSplit, device,
+                            batch_size: int = 256) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Pooled adapter vectors per modality: {"image": (vectors [Ni, d], labels [Ni]), "text": ...}."""
+    model.eval()
+    vecs = {"image": [], "text": []}
+    labs = {"image": [], "text": []}
+    with torch.no_grad():
+        for start in range(0, len(split), batch_size):
+            idx = torch.arange(start, min(start + batch_size, len(split)))
+            b = {k: getattr(split, k)[idx].to(device) for k in ("images", "input_ids", "attention_mask")}
+            hi, ht = split.has_image[idx].to(device), split.has_text[idx].to(device)
+            out = model.classify(model.encode(b, hi, ht), hi, ht)
+            for mod, has, pooled in (("image", hi, out.pooled_image), ("text", ht, out.pooled_text)):
+                vecs[mod].append(pooled[has].cpu().numpy())
+                labs[mod].append(split.labels[idx][has.cpu()].numpy())
+    return {m: (np.concatenate(vecs[m]), np.concatenate(labs[m])) for m in vecs}
+
+
+class ClientStore:
+    """A client's model state on disk, one safetensors file per finished round (last two kept)."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+
+    def path(self, round_idx: int) -> Path:
+        return self.folder / f"round_{round_idx:04d}.safetensors"
+
+    def load(self, model: FedMMModel, round_idx: int) -> None:
+        load_model_state(model, load_arrays(self.path(round_idx)))
+
+    def save(self, model: FedMMModel, round_idx: int) -> None:
+        save_arrays(self.path(round_idx), model_state(model))
+        old = self.path(round_idx - 2)
+        old.unlink(missing_ok=True)
+
+
+def client_round(data: ClientData, broadcast: Message, cfg, strategy: Strategy, store: ClientStore,
+                 vocab_size: int, device) -> Message:
+    """One full client round: resume own state, train, summarise, compute public logits, upload."""
+    r = int(broadcast.meta["round"])
+    seed = int(cfg.seed)
+    model = build_model(cfg, vocab_size, len(data.classes), stable_seed(seed, data.index, 1)).to(device)
+    if r > 0:
+        store.load(model, r - 1)
+    generator = torch.Generator().manual_seed(stable_seed(seed, r, data.index, 2))
+    result, score = run_client_training(model, data, broadcast, strategy, cfg, generator, device)
+    arrays: dict[str, np.ndarray] = {}
+    if strategy.share:
+        head_state = model_state(model.head)
+        arrays.update({f"shared/{k}": v for k, v in head_state.items() if param_group(k) in result.trained_groups})
+    if strategy.prototypes:
+        reps = extract_representations(model, data.train, device, cfg.train.eval_batch_size)
+        for mod, (vectors, labels) in reps.items():
+            if len(vectors):
+                summ = summarize_vectors(vectors, labels, len(data.classes), cfg.fed.local_centers,
+                                         cfg.fed.min_cluster_size, stable_seed(seed, r, data.index, 3),
+                                         cfg.fed.dp_clip, cfg.fed.dp_noise, data.multilabel)
+                arrays.update({f"summary/{mod}_{k}": v for k, v in summ.items()})
+    if strategy.kd and "public/index" in broadcast.arrays:
+        pub_idx = broadcast.arrays["public/index"]
+        pub = data.public_view().subset(torch.as_tensor(pub_idx))
+        arrays["public/logits"] = predict(model, pub, device, GlobalVectors.from_arrays(broadcast.arrays)
+                                          if strategy.prototypes else None,
+                                          batch_size=cfg.train.eval_batch_size)["full"].astype(np.float32)
+    store.save(model, r)
+    meta = {"client": data.name, "round": r, "n_train": len(data.train), "val_score": float(score),
+            "train_loss": float(result.loss), "trained_groups": sorted(result.trained_groups),
+            "modality": data.modality}
+    return Message("upload", arrays, meta)

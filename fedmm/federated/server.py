@@ -1,0 +1,198 @@
+"""Server steps (DESIGN §5): aggregation, global K-Means, pairing, late fusion + calibration, teachers."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from fedmm.federated.messages import Message
+from fedmm.federated.strategies import Strategy
+from fedmm.models.head import SharedHead, param_group
+from fedmm.models.surrogate import GlobalVectors
+from fedmm.ops import aggregate, kmeans, krum_scores, linear_sum_assignment
+
+
+@dataclass
+class ServerState:
+    """Everything the server publishes and needs to resume."""
+
+    round: int                                    # number of finished rounds
+    shared: dict[str, np.ndarray]                 # head tensor name -> float32 array
+    gv: GlobalVectors | None = None
+    teacher_index: np.ndarray | None = None       # [M] public rows with soft labels
+    teacher_probs: np.ndarray | None = None       # [M, C]
+    public_index: np.ndarray | None = None        # [M'] rows whose logits clients return this round
+    students: list[str] = field(default_factory=list)
+
+    def broadcast(self, meta: dict | None = None) -> Message:
+        arrays = {f"shared/{k}": v for k, v in self.shared.items()}
+        if self.gv is not None:
+            arrays.update(self.gv.to_arrays())
+        if self.teacher_probs is not None:
+            arrays["teacher/index"], arrays["teacher/probs"] = self.teacher_index, self.teacher_probs
+        if self.public_index is not None:
+            arrays["public/index"] = self.public_index
+        return Message("broadcast", arrays, {"round": self.round, "students": list(self.students), **(meta or {})})
+
+    @classmethod
+    def from_message(cls, msg: Message) -> "ServerState":
+        a = msg.arrays
+        shared = {k[len("shared/"):]: v for k, v in a.items() if k.startswith("shared/")}
+        return cls(int(msg.meta["round"]), shared, GlobalVectors.from_arrays(a), a.get("teacher/index"),
+                   a.get("teacher/probs"), a.get("public/index"), list(msg.meta.get("students", [])))
+
+
+def client_weights(uploads: list[Message], weighting: str, tau: float) -> np.ndarray:
+    """Aggregation weight per upload: performance n*exp(s/tau), samples n, or uniform."""
+    n = np.array([float(u.meta["n_train"]) for u in uploads])
+    s = np.array([float(u.meta["val_score"]) for u in uploads])
+    if weighting == "performance":
+        return n * np.exp((s - s.max()) / tau)
+    if weighting == "samples":
+        return n
+    if weighting == "uniform":
+        return np.ones_like(n)
+    raise ValueError(f"unknown weighting {weighting!r}")
+
+
+def global_update(shared: dict[str, np.ndarray], uploads: list[Message], weighting: str = "samples",
+                  tau: float = 0.1, method: str = "mean", trim: float = 0.1, n_byzantine: int = 0) -> dict:
+    """Server step 1: per parameter group, combine the uploads of the clients that trained it."""
+    weights = client_weights(uploads, weighting, tau) if uploads else np.zeros(0)
+    groups: dict[str, list[str]] = {}
+    for name in shared:
+        groups.setdefault(param_group(name), []).append(name)
+    new = dict(shared)
+    for names in groups.values():
+        who = [i for i, u in enumerate(uploads) if all(f"shared/{n}" in u.arrays for n in names)]
+        if not who:
+            continue
+        flat = [np.concatenate([uploads[i].arrays[f"shared/{n}"].ravel() for n in names]) for i in who]
+        w = weights[who]
+        agg_method = method
+        if method == "krum":
+            scores = krum_scores(flat, n_byzantine)
+            keep = np.argsort(scores)[: max(1, len(flat) - n_byzantine)]
+            flat, w, agg_method = [flat[i] for i in keep], w[keep], "mean"
+        out = aggregate(flat, weights=w, method=agg_method, trim=trim)
+        offset = 0
+        for n in names:
+            size = shared[n].size
+            new[n] = out[offset:offset + size].reshape(shared[n].shape).astype(np.float32)
+            offset += size
+    return new
+
+
+def _js_divergence(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Pairwise Jensen-Shannon divergence (natural log) between rows of p [A, C] and q [B, C]."""
+    p = p / np.maximum(p.sum(1, keepdims=True), 1e-12)
+    q = q / np.maximum(q.sum(1, keepdims=True), 1e-12)
+    m = 0.5 * (p[:, None] + q[None])  # [A, B, C]
+    kl = lambda a, b: np.where(a > 0, a * np.log(np.maximum(a, 1e-12) / np.maximum(b, 1e-12)), 0).sum(-1)  # noqa: E731
+    return 0.5 * kl(p[:, None], m) + 0.5 * kl(q[None], m)
+
+
+def _global_centers(uploads: list[Message], mod: str, k: int, seed: int, n_classes: int):
+    cents = [u.arrays[f"summary/{mod}_centroids"] for u in uploads if f"summary/{mod}_centroids" in u.arrays]
+    if not cents or sum(len(c) for c in cents) == 0:
+        return None
+    x = np.concatenate(cents)
+    counts = np.concatenate([u.arrays[f"summary/{mod}_counts"] for u in uploads if f"summary/{mod}_counts" in u.arrays])
+    hists = np.concatenate([u.arrays[f"summary/{mod}_hist"] for u in uploads if f"summary/{mod}_hist" in u.arrays])
+    centers, assign = kmeans(x, k, weights=counts, seed=seed % (2**31))
+    hist = np.zeros((len(centers), n_classes), np.float32)
+    np.add.at(hist, assign, hists)
+    return centers, hist
+
+
+def pair_centers(ci, hi, ct, ht, alpha: float, beta: float, mode: str, seed: int):
+    """Server step 3: cost = alpha (1 - cos) + beta JS(hist); Hungarian (or random) pairing."""
+    if mode == "random":
+        rng = np.random.default_rng(seed)
+        p = min(len(ci), len(ct))
+        return rng.permutation(len(ci))[:p], rng.permutation(len(ct))[:p]
+    nci = ci / np.maximum(np.linalg.norm(ci, axis=1, keepdims=True), 1e-12)
+    nct = ct / np.maximum(np.linalg.norm(ct, axis=1, keepdims=True), 1e-12)
+    cost = alpha * (1 - nci @ nct.T) + beta * _js_divergence(hi, ht)  # [Ki, Kt]
+    rows, cols = linear_sum_assignment(cost)
+    return rows.astype(np.int64), cols.astype(np.int64)
+
+
+def calibrate(head: SharedHead, gv: GlobalVectors, steps: int, lr: float) -> np.ndarray:
+    """Server step 4: fuse each center pair (Lq = Lk = 1) into prototypes R [P, 2d] and fit
+    fusion + classifier a few steps on (pair, mean of the pair's label histograms)."""
+    ci = torch.from_numpy(gv.img_centers[gv.pair_img])[:, None]  # [P, 1, d]
+    ct = torch.from_numpy(gv.txt_centers[gv.pair_txt])[:, None]  # [P, 1, d]
+    mask = torch.ones(ci.shape[0], 1, dtype=torch.bool)
+    target = gv.hist_img[gv.pair_img] / np.maximum(gv.hist_img[gv.pair_img].sum(1, keepdims=True), 1e-12)
+    target = target + gv.hist_txt[gv.pair_txt] / np.maximum(gv.hist_txt[gv.pair_txt].sum(1, keepdims=True), 1e-12)
+    target = torch.from_numpy(target / 2).float()  # [P, C]
+    params = list(head.fusion.parameters()) + list(head.classifier.parameters())
+    opt = torch.optim.Adam(params, lr=lr)
+    head.train()
+    for _ in range(steps):
+        logits = head.classifier(head.fuse(ci, mask, ct, mask))  # [P, C]
+        loss = -(target * torch.log_softmax(logits, -1)).sum(-1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    head.eval()
+    with torch.no_grad():
+        return head.fuse(ci, mask, ct, mask).numpy().astype(np.float32)  # [P, 2d]
+
+
+def run_clustering_and_fusion(uploads: list[Message], head: SharedHead, fcfg, n_classes: int,
+                              seed: int) -> GlobalVectors | None:
+    """Server steps 2-4 on ``head`` (already holding the aggregated weights; calibrated in place)."""
+    gi = _global_centers(uploads, "image", fcfg.n_centers, seed, n_classes)
+    gt = _global_centers(uploads, "text", fcfg.n_centers, seed + 1, n_classes)
+    if gi is None or gt is None:
+        return None
+    (ci, hi), (ct, ht) = gi, gt
+    pi, pt = pair_centers(ci, hi, ct, ht, fcfg.pair_alpha, fcfg.pair_beta, fcfg.pairing, seed)
+    gv = GlobalVectors(ci, ct, pi, pt, hi, ht, np.zeros((len(pi), 2 * head.d), np.float32))
+    gv.prototypes = calibrate(head, gv, fcfg.calib_steps, fcfg.calib_lr)
+    return gv
+
+
+def select_teachers(uploads: list[Message], threshold: float, temperature: float):
+    """Server step 5: teachers have s_k >= threshold (median if < 0); soft labels = s-weighted
+    mean of their softened public-set probabilities. Returns (teachers, students, probs | None)."""
+    with_logits = [u for u in uploads if "public/logits" in u.arrays]
+    if not with_logits:
+        return [], [], None
+    s = np.array([u.meta["val_score"] for u in with_logits])
+    thr = float(np.median(s)) if threshold < 0 else threshold
+    teachers = [u for u, sk in zip(with_logits, s) if sk >= thr]
+    students = [u.meta["client"] for u, sk in zip(with_logits, s) if sk < thr]
+    w = np.array([max(u.meta["val_score"], 1e-6) for u in teachers])
+    probs = sum(wk * torch.softmax(torch.from_numpy(u.arrays["public/logits"]) / temperature, -1).numpy()
+                for wk, u in zip(w, teachers)) / w.sum()
+    return [u.meta["client"] for u in teachers], students, probs.astype(np.float32)
+
+
+def server_round(state: ServerState, uploads: list[Message], strategy: Strategy, cfg, head: SharedHead,
+                 n_public: int) -> tuple[ServerState, dict]:
+    """All server steps for one round; returns the new state and round metrics."""
+    f, r, seed = cfg.fed, state.round, int(cfg.seed)
+    shared = state.shared
+    if strategy.share:
+        shared = global_update(shared, uploads, strategy.weighting, f.tau, f.aggregation, f.trim, f.n_byzantine)
+    gv = None
+    if strategy.prototypes:
+        head.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in shared.items()})
+        gv = run_clustering_and_fusion(uploads, head, f, head.classifier.net[-1].out_features, seed * 7919 + r)
+        if gv is not None:
+            shared = {k: v.detach().numpy().copy() for k, v in head.state_dict().items()}
+    new = ServerState(r + 1, shared, gv)
+    info = {"n_uploads": len(uploads)}
+    if strategy.kd:
+        teachers, students, probs = select_teachers(uploads, f.kd_threshold, cfg.train.kd_temperature)
+        if probs is not None:
+            new.teacher_index, new.teacher_probs, new.students = state.public_index, probs, students
+        info.update(teachers=teachers, students=students)
+        rng = np.random.default_rng(seed * 1_000_003 + r + 1)
+        m = min(cfg.train.kd_public_per_round, n_public)
+        new.public_index = np.sort(rng.choice(n_public, m, replace=False)).astype(np.int64)
+    return new, info

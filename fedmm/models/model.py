@@ -1,0 +1,125 @@
+"""The client model: local encoders + the federated SharedHead, with missing-modality handling."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from fedmm.models.encoders import ImageEncoder, TextEncoder
+from fedmm.models.head import SharedHead, masked_mean
+from fedmm.models.surrogate import GlobalVectors, surrogate_tokens
+
+
+@dataclass
+class ModelConfig:
+    image_arch: str = "small"          # mobilenet_v3_small | large
+    text_size: str = "tiny"            # BERT tiny (L=2, H=128) | mini (L=4, H=256)
+    d: int = 128
+    heads: int = 4
+    fusion: str = "gated"              # gated | concat
+    surrogate_m: int = 4
+    surrogate_temperature: float = 0.1
+    modality_dropout: float = 0.3
+    attention_backend: str = "auto"
+    image_weights: str = ""            # local torchvision state dict (optional)
+    text_model: str = ""               # local Hugging Face folder (optional)
+
+
+@dataclass
+class Encoded:
+    image: torch.Tensor                # [B, Li, d] adapter tokens (zeros where absent)
+    text: torch.Tensor                 # [B, Lt, d]
+    text_mask: torch.Tensor            # [B, Lt] bool padding mask
+
+
+@dataclass
+class Forward:
+    logits: torch.Tensor               # [B, C]
+    pooled_image: torch.Tensor         # [B, d] adapter mean of real image tokens (zeros where absent)
+    pooled_text: torch.Tensor          # [B, d]
+    has_image: torch.Tensor            # [B] bool, after modality dropout
+    has_text: torch.Tensor             # [B] bool
+
+
+class FedMMModel(nn.Module):
+    """Image + text classifier; ``encoders`` stay at the client, ``head`` is federated."""
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int, n_classes: int, max_len: int = 64) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.image_encoder = ImageEncoder(cfg.image_arch, cfg.image_weights or None)
+        self.text_encoder = TextEncoder(vocab_size, cfg.text_size, cfg.text_model or None, max_len)
+        self.head = SharedHead(self.image_encoder.out_dim, self.text_encoder.out_dim, n_classes, cfg.d,
+                               cfg.heads, cfg.fusion, cfg.attention_backend)
+
+    def _fill_missing(self, present_tokens, present, other_pooled, missing_token, gv_src, gv_dst):
+        """Tokens [B, L, d] + mask [B, L]: real tokens where present, else surrogates/missing token."""
+        B, L, d = present_tokens.shape
+        if gv_src is not None and gv_src.shape[0] > 0:
+            fill = surrogate_tokens(other_pooled, gv_src, gv_dst, self.cfg.surrogate_m,
+                                    self.cfg.surrogate_temperature)  # [B, m, d]
+        else:
+            fill = missing_token.view(1, 1, d).expand(B, 1, d)  # [B, 1, d]
+        Lf = fill.shape[1]
+        width = max(L, Lf)
+        real = F.pad(present_tokens, (0, 0, 0, width - L))  # [B, W, d]
+        fill = F.pad(fill, (0, 0, 0, width - Lf))  # [B, W, d]
+        real_mask = torch.arange(width, device=real.device) < L  # [W]
+        fill_mask = torch.arange(width, device=real.device) < Lf  # [W]
+        tokens = torch.where(present[:, None, None], real, fill.to(real.dtype))
+        mask = torch.where(present[:, None], real_mask[None], fill_mask[None])  # [B, W]
+        return tokens, mask
+
+    def encode(self, batch: dict, has_img: torch.Tensor, has_txt: torch.Tensor) -> Encoded:
+        """Adapter tokens of the present modalities (encoders run only on rows that have them)."""
+        B, d = has_img.shape[0], self.head.d
+        i_idx, t_idx = has_img.nonzero().squeeze(1), has_txt.nonzero().squeeze(1)
+        img_full = self.head.missing_image.new_zeros(B, 1, d)
+        if len(i_idx):
+            img_tok = self.head.image_adapter(self.image_encoder(batch["images"][i_idx]))  # [Bi, Li, d]
+            img_full = img_tok.new_zeros(B, img_tok.shape[1], d).index_copy(0, i_idx, img_tok)  # [B, Li, d]
+        Lt = batch["input_ids"].shape[1]
+        txt_full = self.head.missing_text.new_zeros(B, Lt, d)
+        if len(t_idx):
+            txt_tok = self.head.text_adapter(
+                self.text_encoder(batch["input_ids"][t_idx], batch["attention_mask"][t_idx]))  # [Bt, Lt, d]
+            txt_full = txt_full.index_copy(0, t_idx, txt_tok)  # [B, Lt, d]
+        return Encoded(img_full, txt_full, batch["attention_mask"].bool())
+
+    def classify(self, enc: Encoded, has_img: torch.Tensor, has_txt: torch.Tensor,
+                 gv: GlobalVectors | None = None) -> Forward:
+        """Fill missing modalities, fuse, classify. has_* may hide modalities that ``enc`` holds."""
+        B = has_img.shape[0]
+        txt_valid = enc.text_mask & has_txt[:, None]  # [B, Lt]
+        pooled_img = masked_mean(enc.image, has_img[:, None].expand(B, enc.image.shape[1]))  # [B, d]
+        pooled_txt = masked_mean(enc.text, txt_valid)  # [B, d]
+        gv_t = self._global_tensors(gv, has_img.device)
+        ci, ct = gv_t if gv_t else (None, None)
+        img_seq, img_mask = self._fill_missing(enc.image, has_img, pooled_txt, self.head.missing_image, ct, ci)
+        txt_seq, txt_fill_mask = self._fill_missing(enc.text, has_txt, pooled_img, self.head.missing_text, ci, ct)
+        Lt = enc.text.shape[1]
+        txt_mask = torch.where(has_txt[:, None], F.pad(txt_valid, (0, txt_seq.shape[1] - Lt)), txt_fill_mask)
+        r = self.head.fuse(img_seq, img_mask, txt_seq, txt_mask)  # [B, 2d]
+        return Forward(self.head.classifier(r), pooled_img, pooled_txt, has_img, has_txt)
+
+    def forward(self, batch: dict, gv: GlobalVectors | None = None, modality_dropout: float = 0.0,
+                generator: torch.Generator | None = None) -> Forward:
+        """Logits for a batch; with ``modality_dropout`` p, each full sample loses one modality w.p. p."""
+        has_img, has_txt = batch["has_image"].bool(), batch["has_text"].bool()
+        if modality_dropout > 0:
+            both = has_img & has_txt
+            u = torch.rand(has_img.shape[0], generator=generator).to(has_img.device)
+            has_img = has_img & ~(both & (u < modality_dropout / 2))
+            has_txt = has_txt & ~(both & (u >= modality_dropout / 2) & (u < modality_dropout))
+        return self.classify(self.encode(batch, has_img, has_txt), has_img, has_txt, gv)
+
+    @staticmethod
+    def _global_tensors(gv: GlobalVectors | None, device):
+        """Paired (image centers [P, d], text centers [P, d]) as tensors, or None before round 1."""
+        if gv is None or len(gv.pair_img) == 0:
+            return None
+        ci = torch.as_tensor(gv.img_centers[gv.pair_img], device=device)
+        ct = torch.as_tensor(gv.txt_centers[gv.pair_txt], device=device)
+        return ci, ct
