@@ -1,0 +1,312 @@
+// Jonker-Volgenant linear assignment (R. Jonker, A. Volgenant, "A shortest augmenting
+// path algorithm for dense and sparse linear assignment problems", Computing 38, 1987):
+// column reduction + reduction transfer (square only), two passes of augmenting row
+// reduction, then one Dijkstra-style shortest augmenting path per remaining free row.
+//
+// Duals: column prices v[j]; the row dual is implicit (u_i = min_j c_ij - v_j, attained
+// at the row's assigned column). Rectangular problems (rows < cols) start from v = 0 and
+// skip the column phases: every phase only lowers prices of columns that are or become
+// assigned, so unassigned columns keep the largest price (0), which is the optimality
+// condition of the rectangular problem. `inf` entries are forbidden pairs; a row whose
+// shortest augmenting path has infinite length proves the matrix infeasible.
+#include "lsa.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <vector>
+
+namespace fedmm {
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+// Solver for an oriented view with rows <= cols. kUnit: col_stride == 1; kMax: negate costs.
+template <class T, bool kUnit, bool kMax>
+class JvSolver {
+ public:
+  explicit JvSolver(const MatrixView<T>& c)
+      : c_(c), nr_(static_cast<int>(c.rows)), nc_(static_cast<int>(c.cols)) {}
+
+  // Fills col4row[nr] on success.
+  LsaStatus run(std::vector<int>& col4row) {
+    if (!entries_valid()) return LsaStatus::kInvalid;
+    v_.assign(nc_, 0.0);
+    row4col_.assign(nc_, -1);
+    col4row_.assign(nr_, -1);
+    free_.clear();
+    if (nr_ == nc_) {
+      if (!column_reduction()) return LsaStatus::kInfeasible;
+      reduction_transfer();
+    } else {
+      free_.resize(nr_);
+      std::iota(free_.begin(), free_.end(), 0);
+    }
+    for (int pass = 0; pass < 2 && !free_.empty(); ++pass) {
+      if (!augmenting_row_reduction()) return LsaStatus::kInfeasible;
+    }
+    d_.resize(nc_);
+    pred_.resize(nc_);
+    cols_.resize(nc_);
+    for (int f : free_) {
+      if (!augment(f)) return LsaStatus::kInfeasible;
+    }
+    col4row.swap(col4row_);
+    return LsaStatus::kOk;
+  }
+
+ private:
+  const T* row(int i) const { return c_.data + static_cast<int64_t>(i) * c_.row_stride; }
+  double at(const T* r, int j) const {
+    double x = static_cast<double>(r[kUnit ? j : static_cast<int64_t>(j) * c_.col_stride]);
+    return kMax ? -x : x;
+  }
+
+  // No NaN and no -inf after the sign flip.
+  bool entries_valid() const {
+    bool bad = false;
+    for (int i = 0; i < nr_; ++i) {
+      const T* r = row(i);
+      for (int j = 0; j < nc_; ++j) {
+        double x = at(r, j);
+        bad |= (x != x) | (x == -kInf);
+      }
+      if (bad) return false;
+    }
+    return true;
+  }
+
+  // v[j] = min_i c_ij, assigning each column's argmin row when that row is still free
+  // (or when this column is cheaper for it). Rows never chosen become free.
+  bool column_reduction() {
+    std::vector<int> argmin(nc_, 0);   // [nc]
+    std::fill(v_.begin(), v_.end(), kInf);
+    for (int i = 0; i < nr_; ++i) {    // row-major sweep keeps the reads sequential
+      const T* r = row(i);
+      for (int j = 0; j < nc_; ++j) {
+        double x = at(r, j);
+        bool lt = x < v_[j];
+        v_[j] = lt ? x : v_[j];
+        argmin[j] = lt ? i : argmin[j];
+      }
+    }
+    matches_.assign(nr_, 0);
+    for (int j = nc_ - 1; j >= 0; --j) {
+      if (v_[j] == kInf) return false;  // column with only forbidden entries
+      int i = argmin[j];
+      if (matches_[i]++ == 0) {
+        col4row_[i] = j;
+        row4col_[j] = i;
+      } else if (v_[j] < v_[col4row_[i]]) {
+        row4col_[col4row_[i]] = -1;
+        col4row_[i] = j;
+        row4col_[j] = i;
+      }
+    }
+    return true;
+  }
+
+  // Rows matched exactly once pass their slack to their column's price; unmatched rows
+  // become free.
+  void reduction_transfer() {
+    for (int i = 0; i < nr_; ++i) {
+      if (matches_[i] == 0) {
+        free_.push_back(i);
+      } else if (matches_[i] == 1) {
+        int j1 = col4row_[i];
+        const T* r = row(i);
+        double mn = kInf;
+        for (int j = 0; j < nc_; ++j) {
+          double h = at(r, j) - v_[j];
+          mn = (j != j1 && h < mn) ? h : mn;
+        }
+        if (mn < kInf) v_[j1] -= mn;
+      }
+    }
+  }
+
+  // Smallest and second smallest reduced cost c_ij - v_j of row i (j2 = -1 if nc == 1).
+  void row_min2(int i, double& umin, int& j1, double& usub, int& j2) const {
+    const T* r = row(i);
+    umin = at(r, 0) - v_[0];
+    j1 = 0;
+    usub = kInf;
+    j2 = -1;
+    for (int j = 1; j < nc_; ++j) {
+      double h = at(r, j) - v_[j];
+      if (h < usub) {
+        if (h >= umin) {
+          usub = h;
+          j2 = j;
+        } else {
+          usub = umin;
+          j2 = j1;
+          umin = h;
+          j1 = j;
+        }
+      }
+    }
+  }
+
+  // One pass of augmenting row reduction over the free rows. A free row takes its cheapest
+  // column and lowers that column's price to its second-cheapest reduced cost; the evicted
+  // owner is processed next (or, on ties, in the following pass). The number of immediate
+  // re-processings is capped, which only moves work to the augmentation phase.
+  bool augmenting_row_reduction() {
+    std::vector<int> next;
+    int64_t budget = 4 * static_cast<int64_t>(nc_) + 64;
+    for (int i : free_) {
+      for (;;) {
+        double umin, usub;
+        int j1, j2;
+        row_min2(i, umin, j1, usub, j2);
+        if (umin == kInf) return false;  // row with only forbidden entries
+        bool strict = umin < usub;
+        int i0 = row4col_[j1];
+        if (strict) {
+          if (usub < kInf) v_[j1] -= usub - umin;
+        } else if (i0 >= 0) {
+          j1 = j2;  // tie: prefer the equally cheap second column
+          i0 = row4col_[j1];
+        }
+        col4row_[i] = j1;
+        row4col_[j1] = i;
+        if (i0 < 0) break;
+        col4row_[i0] = -1;
+        if (strict && usub < kInf && --budget > 0) {
+          i = i0;
+          continue;
+        }
+        next.push_back(i0);
+        break;
+      }
+    }
+    free_.swap(next);
+    return true;
+  }
+
+  // Shortest augmenting path from free row f (Dijkstra over reduced costs). cols_ holds a
+  // permutation of the columns: [0, low) scanned ("ready"), [low, up) at the current minimum
+  // distance ("todo"), [up, nc) not yet reached at minimum distance.
+  bool augment(int f) {
+    const T* rf = row(f);
+    for (int j = 0; j < nc_; ++j) {
+      d_[j] = at(rf, j) - v_[j];
+      pred_[j] = f;
+      cols_[j] = j;
+    }
+    int low = 0, up = 0, end = -1;
+    double mn = 0.0;
+    while (end < 0) {
+      if (up == low) {  // collect the columns at the next minimum distance
+        mn = d_[cols_[up++]];
+        for (int k = up; k < nc_; ++k) {
+          int j = cols_[k];
+          double h = d_[j];
+          if (h <= mn) {
+            if (h < mn) {
+              up = low;
+              mn = h;
+            }
+            cols_[k] = cols_[up];
+            cols_[up++] = j;
+          }
+        }
+        if (mn == kInf) return false;  // no free column reachable
+        for (int k = low; k < up; ++k) {
+          if (row4col_[cols_[k]] < 0) {
+            end = cols_[k];
+            break;
+          }
+        }
+        if (end >= 0) break;
+      }
+      int j1 = cols_[low++];  // scan one todo column through its row
+      int i = row4col_[j1];
+      const T* r = row(i);
+      double h = at(r, j1) - v_[j1] - mn;
+      for (int k = up; k < nc_; ++k) {
+        int j = cols_[k];
+        double v2 = at(r, j) - v_[j] - h;
+        if (v2 < d_[j]) {
+          pred_[j] = i;
+          if (v2 == mn) {
+            if (row4col_[j] < 0) {
+              end = j;
+              break;
+            }
+            cols_[k] = cols_[up];
+            cols_[up++] = j;
+          }
+          d_[j] = v2;
+        }
+      }
+    }
+    for (int k = 0; k < low; ++k) {  // price update of the scanned columns
+      int j = cols_[k];
+      v_[j] += d_[j] - mn;
+    }
+    for (int j = end;;) {  // flip the path
+      int i = pred_[j];
+      row4col_[j] = i;
+      std::swap(j, col4row_[i]);
+      if (i == f) break;
+    }
+    return true;
+  }
+
+  MatrixView<T> c_;
+  int nr_, nc_;
+  std::vector<double> v_;     // [nc] column prices
+  std::vector<int> row4col_;  // [nc] assigned row or -1
+  std::vector<int> col4row_;  // [nr] assigned column or -1
+  std::vector<int> free_;     // rows still to assign
+  std::vector<int> matches_;  // [nr] column-reduction hits per row
+  std::vector<double> d_;     // [nc] augment: path length to each column
+  std::vector<int> pred_;     // [nc] augment: predecessor row
+  std::vector<int> cols_;     // [nc] augment: column permutation (ready | todo | rest)
+};
+
+template <class T, bool kUnit>
+LsaStatus dispatch_sign(const MatrixView<T>& v, bool maximize, std::vector<int>& col4row) {
+  if (maximize) return JvSolver<T, kUnit, true>(v).run(col4row);
+  return JvSolver<T, kUnit, false>(v).run(col4row);
+}
+
+}  // namespace
+
+template <class T>
+LsaStatus solve_lsa(const MatrixView<T>& cost, bool maximize, int64_t* row_ind, int64_t* col_ind) {
+  if (cost.rows == 0 || cost.cols == 0) return LsaStatus::kOk;
+  bool transposed = cost.rows > cost.cols;
+  MatrixView<T> v = cost;
+  if (transposed) {  // solve the transpose as a strided view: rows <= cols
+    v = MatrixView<T>{cost.data, cost.cols, cost.rows, cost.col_stride, cost.row_stride};
+  }
+  std::vector<int> col4row;  // [v.rows]
+  LsaStatus st = v.col_stride == 1 ? dispatch_sign<T, true>(v, maximize, col4row)
+                                   : dispatch_sign<T, false>(v, maximize, col4row);
+  if (st != LsaStatus::kOk) return st;
+  const int64_t k = v.rows;
+  if (!transposed) {
+    for (int64_t i = 0; i < k; ++i) {
+      row_ind[i] = i;
+      col_ind[i] = col4row[i];
+    }
+  } else {  // pairs (original column c, original row col4row[c]); sort by row
+    std::vector<int64_t> order(k);
+    std::iota(order.begin(), order.end(), 0);
+    std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return col4row[a] < col4row[b]; });
+    for (int64_t t = 0; t < k; ++t) {
+      row_ind[t] = col4row[order[t]];
+      col_ind[t] = order[t];
+    }
+  }
+  return LsaStatus::kOk;
+}
+
+template LsaStatus solve_lsa<float>(const MatrixView<float>&, bool, int64_t*, int64_t*);
+template LsaStatus solve_lsa<double>(const MatrixView<double>&, bool, int64_t*, int64_t*);
+
+}  // namespace fedmm

@@ -1,0 +1,58 @@
+// Sorting / selection networks for a runtime number of inputs (Batcher's odd-even merge
+// sort), pruned to the output positions a caller needs. Applied "vertically" to K rows
+// of a tile, each comparator is an element-wise min/max of two rows, which compilers
+// turn into SIMD min/max over many coordinates at once.
+#pragma once
+
+#include <utility>
+#include <vector>
+
+namespace fedmm {
+
+using Comparator = std::pair<int, int>;  // (a, b), a < b: after it, x[a] <= x[b]
+
+// Batcher's odd-even merge sort for n inputs (network for the next power of two, with
+// the comparators that touch padding positions >= n dropped: padding holds +inf there
+// and never moves), keeping only comparators that influence positions [lo, hi).
+inline std::vector<Comparator> selection_network(int n, int lo, int hi) {
+  std::vector<Comparator> all;
+  int n2 = 1;
+  while (n2 < n) n2 <<= 1;
+  for (int p = 1; p < n2; p <<= 1) {
+    for (int k = p; k >= 1; k >>= 1) {
+      for (int j = k % p; j + k < n2; j += 2 * k) {
+        for (int i = 0; i < k && i + j + k < n2; ++i) {
+          int a = i + j, b = i + j + k;
+          if (a / (2 * p) == b / (2 * p) && b < n) all.emplace_back(a, b);
+        }
+      }
+    }
+  }
+  // Backward pass: a comparator matters iff one of its outputs is (transitively) needed.
+  std::vector<char> needed(n > 0 ? n : 1, 0);
+  for (int i = lo; i < hi; ++i) needed[i] = 1;
+  std::vector<Comparator> kept;
+  for (auto it = all.rbegin(); it != all.rend(); ++it) {
+    if (needed[it->first] || needed[it->second]) {
+      needed[it->first] = needed[it->second] = 1;
+      kept.push_back(*it);
+    }
+  }
+  return std::vector<Comparator>(kept.rbegin(), kept.rend());
+}
+
+// Apply `net` to the rows of a tile: rows[r * stride + t] for r < n, t < len.
+template <class T>
+inline void apply_network(const std::vector<Comparator>& net, T* rows, int stride, int len) {
+  for (const Comparator& c : net) {
+    T* __restrict__ pa = rows + static_cast<long>(c.first) * stride;
+    T* __restrict__ pb = rows + static_cast<long>(c.second) * stride;
+    for (int t = 0; t < len; ++t) {
+      T x = pa[t], y = pb[t];
+      pa[t] = x < y ? x : y;
+      pb[t] = x < y ? y : x;
+    }
+  }
+}
+
+}  // namespace fedmm
