@@ -60,7 +60,8 @@ def build_model(cfg, vocab_size: int, n_classes: int, seed: int) -> FedMMModel:
         return FedMMModel(cfg.model, vocab_size, n_classes, cfg.data.max_len)
 
 
-def model_state(model: FedMMModel) -> dict[str, np.ndarray]:
+def model_state(model: torch.nn.Module) -> dict[str, np.ndarray]:
+    """numpy copies of a module's state dict (parameters and buffers)."""
     return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
 
 

@@ -1,0 +1,137 @@
+"""``fedmm run`` (one simulated federation) and ``fedmm sweep`` (strategies x seeds)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from fedmm.config import load_config, set_key
+from fedmm.engines.evaluate import summarize_seeds
+from fedmm.engines.local import load_run_config, new_run_dir, run_simulation
+from fedmm.engines.report import summary_rows
+
+
+class RichReporter:
+    """Round/client progress bars on the console."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("{task.fields[status]}"), console=console)
+        self.rounds = self.clients = None
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+
+    def start_round(self, r, total_rounds, n_clients):
+        if self.rounds is None:
+            self.rounds = self.progress.add_task("rounds", total=total_rounds, completed=r, status="")
+        if self.clients is not None:
+            self.progress.remove_task(self.clients)
+        self.clients = self.progress.add_task(f"round {r + 1} clients", total=n_clients, status="")
+
+    def client_done(self, name, meta):
+        self.progress.update(self.clients, advance=1, status=f"{name} val F1 {meta['val_score']:.3f}")
+
+    def end_round(self, r, info):
+        self.progress.update(self.rounds, advance=1,
+                             status=f"mean val F1 {info['val_macro_f1_mean']:.3f}  ({info['wall_s']:.0f} s)")
+
+    def message(self, text):
+        self.console.print(text)
+
+
+def results_table(summary: dict, title: str) -> Table:
+    table = Table(title=title)
+    for col in ("", "scenario / client type", "accuracy", "macro-F1", "macro-AUROC"):
+        table.add_column(col)
+    for row in summary_rows(summary):
+        table.add_row(*row)
+    return table
+
+
+def run(
+    strategy: Annotated[Optional[str], typer.Option(help="fedmm | fedavg | fedprox | local | centralized")] = None,
+    rounds: Annotated[Optional[int], typer.Option(help="Federated rounds")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed (partition, initialisation, training)")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Folder holding run directories")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Run directory name (default: strategy-seed-time)")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", exists=True, dir_okay=False, help="TOML config")] = None,
+    overrides: Annotated[Optional[list[str]], typer.Option("-c", help="Override: section.key=value (repeatable)")] = None,
+    preset: Annotated[str, typer.Option(help="default | smoke (tiny, for tests)")] = "default",
+    resume: Annotated[Optional[Path], typer.Option(help="Resume the run in this directory")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars")] = False,
+) -> None:
+    """Run a simulated federation (default: 30 clients on synthcxr) and print the results table."""
+    console = Console(quiet=quiet)
+    try:
+        if resume:
+            cfg = load_run_config(resume)
+            run_dir = resume
+        else:
+            cfg = load_config(config, overrides or [], preset)
+            for key, value in (("fed.strategy", strategy), ("fed.rounds", rounds), ("seed", seed),
+                               ("device", device), ("out", out), ("name", name)):
+                if value is not None:
+                    set_key(cfg, key, str(value))
+            run_dir = new_run_dir(cfg)
+    except (KeyError, ValueError, FileExistsError, FileNotFoundError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    console.print(f"run directory: {run_dir}")
+    with RichReporter(console) as reporter:
+        summary = run_simulation(cfg, Path(run_dir), resume=bool(resume), reporter=reporter)
+    console.print(results_table(summary, f"{summary['strategy']} - seed {summary['seed']} - "
+                                         f"{summary['rounds']} rounds - {summary['wall_s']:.0f} s"))
+    console.print(f"summary: {Path(run_dir) / 'summary.json'}")
+
+
+def sweep(
+    strategies: Annotated[str, typer.Option(help="Comma-separated strategies")] = "fedmm,fedavg,fedprox,local,centralized",
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds")] = "0,1,2",
+    out: Annotated[Path, typer.Option(help="Folder for the runs and sweep.json")] = Path("runs/sweep"),
+    config: Annotated[Optional[Path], typer.Option("--config", exists=True, dir_okay=False)] = None,
+    overrides: Annotated[Optional[list[str]], typer.Option("-c", help="Override: section.key=value")] = None,
+    preset: Annotated[str, typer.Option()] = "default",
+) -> None:
+    """Run strategies x seeds; write mean +- std per strategy to OUT/sweep.json (finished runs are reused)."""
+    console = Console()
+    results = {}
+    for strat in strategies.split(","):
+        summaries = []
+        for s in seeds.split(","):
+            cfg = load_config(config, overrides or [], preset)
+            for key, value in (("fed.strategy", strat), ("seed", s), ("out", str(out)), ("name", f"{strat}-seed{s}")):
+                set_key(cfg, key, value)
+            run_dir = out / cfg.name
+            if (run_dir / "summary.json").exists():
+                summaries.append(json.loads((run_dir / "summary.json").read_text()))
+                continue
+            console.print(f"[bold]{strat}[/] seed {s}")
+            with RichReporter(console) as reporter:
+                summaries.append(run_simulation(cfg, run_dir, resume=(run_dir / "checkpoints").exists(),
+                                                reporter=reporter))
+        results[strat] = summarize_seeds(summaries)
+    (out / "sweep.json").write_text(json.dumps(results, indent=2) + "\n")
+    table = Table(title=f"macro-F1, mean +- std over seeds {seeds}")
+    cols = [("test", "full"), ("test", "image_only"), ("test", "text_only"), ("client_types", "image_only"),
+            ("client_types", "text_only"), ("client_types", "multimodal")]
+    table.add_column("strategy")
+    for sec, key in cols:
+        table.add_column(f"{'test' if sec == 'test' else 'clients'} {key}")
+    for strat, res in results.items():
+        cells = []
+        for sec, key in cols:
+            v = res.get(sec, {}).get(key, {}).get("macro_f1")
+            cells.append(f"{v[0]:.3f} ± {v[1]:.3f}" if v else "-")
+        table.add_row(strat, *cells)
+    console.print(table)

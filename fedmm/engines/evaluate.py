@@ -1,0 +1,68 @@
+"""Final evaluation on the global test set: per client, per modality view, per client type."""
+from __future__ import annotations
+
+import numpy as np
+
+from fedmm.federated.client import ClientStore, build_model, load_model_state, stable_seed
+from fedmm.federated.train import predict, view_rows
+from fedmm.metrics import classification_metrics, mean_metrics
+
+SCENARIOS = ("full", "image_only", "text_only")
+
+
+def client_views(modality: str) -> tuple[str, ...]:
+    """Test scenarios a client can be evaluated on with the encoders it trained."""
+    return {"image_only": ("image_only",), "text_only": ("text_only",)}.get(modality, SCENARIOS)
+
+
+def own_view(modality: str) -> str:
+    return {"image_only": "image_only", "text_only": "text_only"}.get(modality, "full")
+
+
+def evaluate_federation(fed, cfg, strategy, state, stores: dict[str, ClientStore], device) -> dict:
+    """Metrics of each client's deployed model (its encoders + the global head when shared).
+
+    ``test[scenario]`` averages the clients able to run that scenario; ``client_types``
+    averages each client type on its own modalities. The centralized baseline has one
+    model, evaluated on each view.
+    """
+    per_client, labels = {}, fed.test.labels.numpy()
+    rounds = int(cfg.fed.rounds)
+    for data in fed.clients:
+        model = build_model(cfg, fed.vocab_size, len(fed.classes), stable_seed(int(cfg.seed), data.index, 1)).to(device)
+        stores[data.name].load(model, rounds - 1)
+        if strategy.share:
+            load_model_state(model.head, {f"shared/{k}": v for k, v in state.shared.items()}, prefix="shared/")
+        views = SCENARIOS if strategy.name == "centralized" else client_views(data.modality)
+        logits = predict(model, fed.test, device, state.gv if strategy.prototypes else None, views,
+                         cfg.train.eval_batch_size)
+        per_client[data.name] = {
+            "modality": data.modality,
+            **{v: classification_metrics(logits[v], labels[view_rows(fed.test, v)], fed.classes, fed.multilabel)
+               for v in views if len(logits[v])}}
+    test = {s: mean_metrics([m[s] for m in per_client.values() if s in m]) for s in SCENARIOS}
+    if strategy.name == "centralized":
+        only = next(iter(per_client.values()))
+        types = {t: only[own_view(t)] for t in ("image_only", "text_only", "multimodal")}
+    else:
+        types = {}
+        for t in ("image_only", "text_only", "multimodal", "mixed"):
+            members = [m[own_view(t)] for m in per_client.values() if m["modality"] == t and own_view(t) in m]
+            if members:
+                types[t] = mean_metrics(members)
+    recall = test["full"].get("per_class_recall") or test["image_only"].get("per_class_recall", {})
+    strip = lambda m: {k: v for k, v in m.items() if k != "per_class_recall"}  # noqa: E731
+    return {"test": {s: strip(m) for s, m in test.items() if m},
+            "client_types": {t: strip(m) for t, m in types.items()},
+            "per_class_recall": recall, "per_client": per_client}
+
+
+def summarize_seeds(summaries: list[dict]) -> dict:
+    """Mean and std over runs of every numeric leaf of the summaries' test/client_types sections."""
+    out = {}
+    for section in ("test", "client_types"):
+        keys = {(a, b) for s in summaries for a, m in s[section].items() for b in m}
+        for a, b in sorted(keys):
+            vals = [s[section][a][b] for s in summaries if a in s[section] and b in s[section][a]]
+            out.setdefault(section, {}).setdefault(a, {})[b] = [float(np.mean(vals)), float(np.std(vals))]
+    return out
