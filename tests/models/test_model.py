@@ -1,0 +1,115 @@
+import numpy as np
+import pytest
+import torch
+import torchvision
+from transformers import BertConfig, BertModel
+
+from fedmm.models.encoders import ImageEncoder, TextEncoder
+from fedmm.models.head import param_group
+from fedmm.models.model import FedMMModel, ModelConfig
+from fedmm.models.surrogate import GlobalVectors, surrogate_tokens
+
+D, C, V, L = 32, 5, 300, 12
+
+
+def _batch(B=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"images": torch.randint(0, 256, (B, 1, 32, 32), dtype=torch.uint8, generator=g),
+            "input_ids": torch.randint(5, V, (B, L), generator=g),
+            "attention_mask": torch.arange(L)[None].expand(B, L) < torch.randint(3, L, (B, 1), generator=g),
+            "has_image": torch.tensor([1, 1, 0, 1, 0, 1], dtype=torch.bool)[:B],
+            "has_text": torch.tensor([1, 0, 1, 1, 1, 0], dtype=torch.bool)[:B],
+            "labels": torch.randint(0, C, (B,), generator=g)}
+
+
+def _model(**kw):
+    torch.manual_seed(0)
+    return FedMMModel(ModelConfig(d=D, heads=4, **kw), vocab_size=V, n_classes=C, max_len=L)
+
+
+def _gv(rng, k=6):
+    ci = rng.standard_normal((k, D)).astype(np.float32)
+    ct = rng.standard_normal((k, D)).astype(np.float32)
+    return GlobalVectors(ci, ct, np.arange(k), rng.permutation(k), np.ones((k, C), np.float32),
+                         np.ones((k, C), np.float32), np.zeros((k, 2 * D), np.float32))
+
+
+def test_surrogate_tokens_pick_most_similar_centers_partners():
+    src = torch.eye(4, 8)  # centers along axes 0..3
+    dst = torch.arange(4 * 8, dtype=torch.float32).view(4, 8)
+    pooled = torch.tensor([[0.0, 0.0, 5.0, 0.1, 0, 0, 0, 0]])  # closest to center 2, then 3
+    tok = surrogate_tokens(pooled, src, dst, m=2, temperature=0.1)  # [1, 2, 8]
+    sims = torch.nn.functional.normalize(pooled, dim=-1) @ src.T
+    w = torch.softmax(torch.tensor([sims[0, 2], sims[0, 3]]) / 0.1, 0) * 2
+    torch.testing.assert_close(tok[0, 0], dst[2] * w[0])
+    torch.testing.assert_close(tok[0, 1], dst[3] * w[1])
+
+
+def test_forward_handles_every_missing_pattern_with_and_without_global_vectors():
+    model = _model()
+    batch = _batch()
+    for gv in (None, _gv(np.random.default_rng(0))):
+        out = model(batch, gv)
+        assert out.logits.shape == (6, C) and torch.isfinite(out.logits).all()
+        # pooled vectors are zero exactly where the modality is absent
+        assert torch.all(out.pooled_image[~batch["has_image"]] == 0)
+        assert torch.all(out.pooled_text[~batch["has_text"]] == 0)
+        assert torch.all(out.pooled_image[batch["has_image"]].abs().sum(1) > 0)
+
+
+def test_missing_modality_uses_surrogates_not_encoder():
+    model = _model().eval()  # no dropout / batch-norm updates: outputs are a pure function of inputs
+    batch = _batch()
+    batch["has_text"][:] = False  # image-only batch
+    gv = _gv(np.random.default_rng(1))
+    a = model(batch, gv).logits
+    batch["input_ids"] = torch.randint(5, V, batch["input_ids"].shape)  # text content must not matter
+    b = model(batch, gv).logits
+    torch.testing.assert_close(a, b)
+    c = model(batch, None).logits  # missing token instead of surrogates changes the prediction
+    assert not torch.allclose(a, c)
+    c.sum().backward()
+    assert model.head.missing_text.grad is not None and model.head.missing_text.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.text_encoder.parameters())
+
+
+def test_modality_dropout_only_drops_from_complete_samples_and_never_both():
+    model = _model(modality_dropout=0.9)
+    batch = _batch()
+    out = model(batch, None, modality_dropout=0.9, generator=torch.Generator().manual_seed(0))
+    assert torch.all(out.has_image | out.has_text)
+    assert torch.all(out.has_image <= batch["has_image"]) and torch.all(out.has_text <= batch["has_text"])
+    assert (out.has_image != batch["has_image"]).any() or (out.has_text != batch["has_text"]).any()
+
+
+def test_concat_fusion_and_parameter_groups():
+    model = _model(fusion="concat")
+    assert model(_batch(), None).logits.shape == (6, C)
+    groups = {param_group(k) for k in model.head.state_dict()}
+    assert groups == {"image_adapter", "text_adapter", "missing_image", "missing_text", "fusion", "classifier"}
+    with pytest.raises(KeyError):
+        param_group("image_encoder.features.0.0.weight")
+
+
+def test_image_weights_load_from_a_local_file(tmp_path):
+    torch.manual_seed(3)
+    net = torchvision.models.mobilenet_v3_small(weights=None)
+    torch.save(net.state_dict(), tmp_path / "mnv3.pth")
+    enc = ImageEncoder("small", tmp_path / "mnv3.pth")
+    for k, v in net.features.state_dict().items():
+        torch.testing.assert_close(enc.features.state_dict()[k], v)
+    torch.save({"unrelated": torch.zeros(1)}, tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match="not a torchvision mobilenet_v3_small"):
+        ImageEncoder("small", tmp_path / "bad.pth")
+
+
+def test_text_model_loads_from_a_local_folder(tmp_path):
+    torch.manual_seed(4)
+    bert = BertModel(BertConfig(vocab_size=V, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                intermediate_size=64), add_pooling_layer=False)
+    bert.save_pretrained(tmp_path / "bert")
+    enc = TextEncoder(V, model_dir=tmp_path / "bert")
+    assert enc.out_dim == 32
+    ids, mask = torch.randint(0, V, (2, 7)), torch.ones(2, 7, dtype=torch.bool)
+    bert.eval(), enc.eval()
+    torch.testing.assert_close(enc(ids, mask), bert(input_ids=ids, attention_mask=mask.long()).last_hidden_state)
