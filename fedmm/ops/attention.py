@@ -73,14 +73,20 @@ def gated_cross_attention_torch(xq, xkv, kv_mask, wq, wk, wv, wo, wg, ug, bg, he
     return _gate(xq, o, wg, ug, bg)
 
 
-def _triton_unavailable(device_type: str) -> str | None:
+def _triton_unavailable(device_type: str, dtype: torch.dtype | None = None) -> str | None:
     try:
-        from fedmm.kernels import gated_cross_attention_triton  # noqa: F401
+        import fedmm.kernels as kernels
     except Exception as exc:  # ImportError, or triton missing/broken
         return f"fedmm.kernels could not be imported ({exc})"
-    if device_type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
+    if dtype is not None and dtype not in kernels.SUPPORTED_DTYPES:
+        return f"Triton kernels support {[str(t) for t in kernels.SUPPORTED_DTYPES]}, not {dtype}"
+    if device_type == "cuda":
         return None
-    return "Triton kernels need CUDA tensors (or TRITON_INTERPRET=1 for the CPU interpreter)"
+    if device_type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1":
+        if kernels.INTERPRETED:
+            return None
+        return "TRITON_INTERPRET=1 must be set before fedmm.kernels is first imported"
+    return "Triton kernels need CUDA tensors (or CPU tensors with TRITON_INTERPRET=1 for the interpreter)"
 
 
 def gated_cross_attention(xq, xkv, kv_mask, wq, wk, wv, wo, wg, ug, bg, heads, backend="auto"):
@@ -88,12 +94,14 @@ def gated_cross_attention(xq, xkv, kv_mask, wq, wk, wv, wo, wg, ug, bg, heads, b
 
     xq [B, Lq, d], xkv [B, Lk, d], kv_mask [B, Lk] bool (True = valid key),
     wq, wk, wv, wo, wg, ug [d, d], bg [d]. ``backend`` in auto|torch|triton|naive:
-    ``auto`` uses Triton on CUDA tensors and the PyTorch path otherwise.
+    ``auto`` uses Triton on CUDA tensors (float32/float16/bfloat16) and the
+    PyTorch path otherwise; ``triton`` on CPU tensors runs the kernels in
+    Triton's interpreter and requires ``TRITON_INTERPRET=1`` (else it raises).
     """
     _check_inputs(xq, xkv, kv_mask, dict(wq=wq, wk=wk, wv=wv, wo=wo, wg=wg, ug=ug), bg, heads)
     device_type = xq.device.type
     available = {
-        "triton": lambda: _triton_unavailable(device_type) if device_type == "cuda" or backend == "triton"
+        "triton": lambda: _triton_unavailable(device_type, xq.dtype) if device_type == "cuda" or backend == "triton"
         else "auto uses Triton only on CUDA tensors",
         "torch": lambda: None,
         "naive": lambda: None,
