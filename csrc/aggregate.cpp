@@ -12,22 +12,54 @@
 #include "parallel.hpp"
 #include "sortnet.hpp"
 
+// Tile kernels, once per instruction set (functions inherit the region's target).
+#pragma GCC push_options
+#pragma GCC target("avx512f")
+namespace fedmm::isa_avx512 {
+#include "agg_kernels.hpp"
+}
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx2")
+namespace fedmm::isa_avx2 {
+#include "agg_kernels.hpp"
+}
+#pragma GCC pop_options
+namespace fedmm::isa_base {
+#include "agg_kernels.hpp"
+}
+
 namespace fedmm {
 namespace {
-
-typedef double dvec4 __attribute__((vector_size(32)));  // 4 doubles (2 SSE ops without AVX)
-
-template <class T>
-inline dvec4 load4(const T* p) {
-  typedef T tvec4 __attribute__((vector_size(4 * sizeof(T))));
-  tvec4 x;
-  std::memcpy(&x, p, sizeof x);
-  return __builtin_convertvector(x, dvec4);
-}
 
 // Elements per tile for the selection kernels: K rows of this many values per tile.
 template <class T>
 constexpr int kNetTile = 512 / sizeof(T);
+
+// The tile kernels of the best instruction set this CPU supports.
+template <class T>
+struct TileOps {
+  void (*network)(const Comparator*, int, T*);
+  bool (*gather)(const T* const*, int, int64_t, int, T*);
+  void (*median)(const T*, int, bool, T*, int);
+  void (*trimmed)(const T*, int, int, T*, int);
+  bool (*sq_dists)(const T* const*, int, int, double*);
+};
+
+#define FEDMM_TILE_OPS(NS)                                                               \
+  TileOps<T> {                                                                           \
+    &NS::network_tile<T, kNetTile<T>>, &NS::gather_tile<T, kNetTile<T>>,                 \
+        &NS::median_tile<T, kNetTile<T>>, &NS::trimmed_tile<T, kNetTile<T>>, &NS::sq_dists_tile<T> \
+  }
+
+template <class T>
+TileOps<T> tile_ops() {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) return FEDMM_TILE_OPS(isa_avx512);
+  if (__builtin_cpu_supports("avx2")) return FEDMM_TILE_OPS(isa_avx2);
+  return FEDMM_TILE_OPS(isa_base);
+}
+#undef FEDMM_TILE_OPS
 
 // ---- weighted mean ------------------------------------------------------------------
 template <class T, class Acc>
@@ -36,7 +68,7 @@ bool mean_range(const std::vector<const T*>& bufs, const std::vector<double>& w,
   constexpr int kTile = 2048;
   alignas(64) Acc acc[kTile];
   const int K = static_cast<int>(bufs.size());
-  Acc chk = 0;
+  int bad = 0;
   for (int64_t p0 = begin; p0 < end; p0 += kTile) {
     const int len = static_cast<int>(std::min<int64_t>(kTile, end - p0));
     const T* __restrict__ x0 = bufs[0] + p0;
@@ -62,43 +94,32 @@ bool mean_range(const std::vector<const T*>& bufs, const std::vector<double>& w,
     T* __restrict__ o = out + p0;
     for (int t = 0; t < len; ++t) {
       o[t] = static_cast<T>(acc[t]);
-      chk += acc[t] - acc[t];
+      bad |= !(acc[t] - acc[t] == Acc(0));  // NaN/Inf input (or overflow) poisons acc
     }
   }
-  return chk == 0;
+  return bad == 0;
 }
 
 // ---- selection-network kernels (median, trimmed mean) ---------------------------------
-// Copy one tile of every client into rows[K][kNetTile]; false if a value is non-finite.
-template <class T>
-bool gather_tile(const std::vector<const T*>& bufs, int64_t p0, int len, T* rows) {
-  T chk = 0;
-  for (size_t k = 0; k < bufs.size(); ++k) {
-    const T* __restrict__ src = bufs[k] + p0;
-    T* __restrict__ dst = rows + k * kNetTile<T>;
-    for (int t = 0; t < len; ++t) {
-      dst[t] = src[t];
-      chk += src[t] - src[t];
-    }
-  }
-  return chk == 0;
-}
-
-// reduce(rows, p0, len) writes out[p0 : p0 + len] from the network-ordered rows.
-template <class T, class Reduce>
+// Per tile: copy K client slices into rows[K][tile], run the network pruned to ranks
+// [lo, hi), then finish(rows, p0, len) writes out[p0 : p0 + len].
+template <class T, class Finish>
 bool network_kernel(const std::vector<const T*>& bufs, int64_t n, int lo, int hi, int n_threads,
-                    Reduce reduce) {
+                    Finish finish) {
   const int K = static_cast<int>(bufs.size());
   const std::vector<Comparator> net = selection_network(K, lo, hi);
+  const TileOps<T> ops = tile_ops<T>();
   std::atomic<bool> ok{true};
   parallel_ranges(n, n_threads, kNetTile<T>, [&](int64_t begin, int64_t end, int) {
-    std::vector<T> rows(static_cast<size_t>(K) * kNetTile<T>);  // [K, tile]
+    // rows [K, tile], 64-byte aligned: unaligned rows split every SIMD access in two.
+    std::vector<T> storage(static_cast<size_t>(K) * kNetTile<T> + 64 / sizeof(T), T(0));
+    T* rows = reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(storage.data()) + 63) & ~uintptr_t{63});
     bool fine = true;
     for (int64_t p0 = begin; p0 < end; p0 += kNetTile<T>) {
       const int len = static_cast<int>(std::min<int64_t>(kNetTile<T>, end - p0));
-      fine &= gather_tile(bufs, p0, len, rows.data());
-      apply_network(net, rows.data(), kNetTile<T>, len);
-      reduce(rows.data(), p0, len);
+      fine &= ops.gather(bufs.data(), K, p0, len, rows);
+      ops.network(net.data(), static_cast<int>(net.size()), rows);  // full tile; extra lanes ignored
+      finish(ops, rows, p0, len);
     }
     if (!fine) ok = false;
   });
@@ -126,70 +147,39 @@ bool coordinate_median(const std::vector<const T*>& bufs, int64_t n, T* out, int
   if (K == 0) throw std::invalid_argument("coordinate_median: no buffers");
   const int m = K / 2;
   const bool even = K % 2 == 0;
-  return network_kernel(bufs, n, even ? m - 1 : m, m + 1, n_threads, [&](const T* rows, int64_t p0, int len) {
-    const T* __restrict__ hi = rows + static_cast<size_t>(m) * kNetTile<T>;
-    T* __restrict__ o = out + p0;
-    if (even) {
-      const T* __restrict__ lo = hi - kNetTile<T>;
-      for (int t = 0; t < len; ++t)
-        o[t] = static_cast<T>((static_cast<double>(lo[t]) + static_cast<double>(hi[t])) / 2.0);
-    } else {
-      std::memcpy(o, hi, len * sizeof(T));
-    }
-  });
+  return network_kernel(bufs, n, even ? m - 1 : m, m + 1, n_threads,
+                        [&](const TileOps<T>& ops, const T* rows, int64_t p0, int len) {
+                          ops.median(rows, m, even, out + p0, len);
+                        });
 }
 
 template <class T>
 bool trimmed_mean(const std::vector<const T*>& bufs, int64_t n, int n_trim, T* out, int n_threads) {
   const int K = static_cast<int>(bufs.size());
   if (n_trim < 0 || 2 * n_trim >= K) throw std::invalid_argument("trimmed_mean: need 0 <= 2 * n_trim < K");
-  const double count = K - 2 * n_trim;
-  return network_kernel(bufs, n, n_trim, K - n_trim, n_threads, [&](const T* rows, int64_t p0, int len) {
-    alignas(64) double acc[kNetTile<T>];
-    const T* r0 = rows + static_cast<size_t>(n_trim) * kNetTile<T>;
-    for (int t = 0; t < len; ++t) acc[t] = static_cast<double>(r0[t]);
-    for (int r = n_trim + 1; r < K - n_trim; ++r) {  // ascending rank order, like a sorted sum
-      const T* __restrict__ x = rows + static_cast<size_t>(r) * kNetTile<T>;
-      for (int t = 0; t < len; ++t) acc[t] += static_cast<double>(x[t]);
-    }
-    T* __restrict__ o = out + p0;
-    for (int t = 0; t < len; ++t) o[t] = static_cast<T>(acc[t] / count);
-  });
+  return network_kernel(bufs, n, n_trim, K - n_trim, n_threads,
+                        [&](const TileOps<T>& ops, const T* rows, int64_t p0, int len) {
+                          ops.trimmed(rows, n_trim, K - n_trim, out + p0, len);
+                        });
 }
 
 template <class T>
 bool pairwise_sq_dists(const std::vector<const T*>& bufs, int64_t n, double* dist, int n_threads) {
   const int K = static_cast<int>(bufs.size());
   constexpr int kTile = 512;
-  const int T_ = resolve_threads(n_threads);
-  std::vector<std::vector<double>> partial(T_, std::vector<double>(static_cast<size_t>(K) * K, 0.0));
+  const int n_workers = resolve_threads(n_threads);
+  const TileOps<T> ops = tile_ops<T>();
+  std::vector<std::vector<double>> partial(n_workers, std::vector<double>(static_cast<size_t>(K) * K, 0.0));
   std::atomic<bool> ok{true};
-  parallel_ranges(n, T_, kTile, [&](int64_t begin, int64_t end, int tid) {
-    double* D = partial[tid].data();  // [K, K], upper triangle used
-    double chk = 0;
+  parallel_ranges(n, n_workers, kTile, [&](int64_t begin, int64_t end, int tid) {
+    std::vector<const T*> x(K);  // tile start of each client
+    bool fine = true;
     for (int64_t p0 = begin; p0 < end; p0 += kTile) {
       const int len = static_cast<int>(std::min<int64_t>(kTile, end - p0));
-      const int len4 = len & ~3;
-      for (int a = 0; a < K; ++a) {
-        const T* xa = bufs[a] + p0;
-        for (int t = 0; t < len; ++t) chk += static_cast<double>(xa[t]) - static_cast<double>(xa[t]);
-        for (int b = a + 1; b < K; ++b) {
-          const T* xb = bufs[b] + p0;
-          dvec4 s = {0, 0, 0, 0};
-          for (int t = 0; t < len4; t += 4) {
-            dvec4 d = load4(xa + t) - load4(xb + t);
-            s += d * d;
-          }
-          double tail = 0;
-          for (int t = len4; t < len; ++t) {
-            double d = static_cast<double>(xa[t]) - static_cast<double>(xb[t]);
-            tail += d * d;
-          }
-          D[a * K + b] += (s[0] + s[1]) + (s[2] + s[3]) + tail;
-        }
-      }
+      for (int k = 0; k < K; ++k) x[k] = bufs[k] + p0;
+      fine &= ops.sq_dists(x.data(), K, len, partial[tid].data());
     }
-    if (chk != 0) ok = false;
+    if (!fine) ok = false;
   });
   for (int a = 0; a < K; ++a) {
     dist[a * K + a] = 0.0;

@@ -1,7 +1,7 @@
 // Sorting / selection networks for a runtime number of inputs (Batcher's odd-even merge
 // sort), pruned to the output positions a caller needs. Applied "vertically" to K rows
-// of a tile, each comparator is an element-wise min/max of two rows, which compilers
-// turn into SIMD min/max over many coordinates at once.
+// of a tile (agg_kernels.hpp), each comparator is an element-wise min/max of two rows,
+// i.e. SIMD min/max over many coordinates at once.
 #pragma once
 
 #include <utility>
@@ -39,20 +39,6 @@ inline std::vector<Comparator> selection_network(int n, int lo, int hi) {
     }
   }
   return std::vector<Comparator>(kept.rbegin(), kept.rend());
-}
-
-// Apply `net` to the rows of a tile: rows[r * stride + t] for r < n, t < len.
-template <class T>
-inline void apply_network(const std::vector<Comparator>& net, T* rows, int stride, int len) {
-  for (const Comparator& c : net) {
-    T* __restrict__ pa = rows + static_cast<long>(c.first) * stride;
-    T* __restrict__ pb = rows + static_cast<long>(c.second) * stride;
-    for (int t = 0; t < len; ++t) {
-      T x = pa[t], y = pb[t];
-      pa[t] = x < y ? x : y;
-      pb[t] = x < y ? y : x;
-    }
-  }
 }
 
 }  // namespace fedmm
