@@ -12,15 +12,57 @@
 #include "lsa.hpp"
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <numeric>
 #include <vector>
+
+// Row kernels, once per instruction set (functions inherit the region's target).
+#pragma GCC push_options
+#pragma GCC target("avx512f")
+namespace fedmm::lsa_avx512 {
+#include "lsa_kernels.hpp"
+}
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx2")
+namespace fedmm::lsa_avx2 {
+#include "lsa_kernels.hpp"
+}
+#pragma GCC pop_options
+namespace fedmm::lsa_base {
+#include "lsa_kernels.hpp"
+}
 
 namespace fedmm {
 namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
+
+// Row kernels (contiguous rows) of the best instruction set this CPU supports.
+template <class T, bool kNeg>
+struct RowOps {
+  bool (*entries_ok)(const T*, int);
+  void (*row_min2)(const T*, const double*, int, double*, int*, double*, int*);
+  void (*column_min_update)(const T*, int, int, double*, int*);
+};
+
+#define FEDMM_ROW_OPS(NS) \
+  RowOps<T, kNeg> { &NS::row_entries_ok<T, kNeg>, &NS::row_min2<T, kNeg>, &NS::column_min_update<T, kNeg> }
+
+template <class T, bool kNeg>
+const RowOps<T, kNeg>& row_ops() {
+  static const RowOps<T, kNeg> ops = [] {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) return FEDMM_ROW_OPS(lsa_avx512);
+    if (__builtin_cpu_supports("avx2")) return FEDMM_ROW_OPS(lsa_avx2);
+    return FEDMM_ROW_OPS(lsa_base);
+  }();
+  return ops;
+}
+#undef FEDMM_ROW_OPS
 
 // Solver for an oriented view with rows <= cols. kUnit: col_stride == 1; kMax: negate costs.
 template <class T, bool kUnit, bool kMax>
@@ -65,14 +107,16 @@ class JvSolver {
 
   // No NaN and no -inf after the sign flip.
   bool entries_valid() const {
-    bool bad = false;
     for (int i = 0; i < nr_; ++i) {
+      if (kUnit) {
+        if (!ops_.entries_ok(row(i), nc_)) return false;
+        continue;
+      }
       const T* r = row(i);
       for (int j = 0; j < nc_; ++j) {
         double x = at(r, j);
-        bad |= (x != x) | (x == -kInf);
+        if (x != x || x == -kInf) return false;
       }
-      if (bad) return false;
     }
     return true;
   }
@@ -84,6 +128,10 @@ class JvSolver {
     std::fill(v_.begin(), v_.end(), kInf);
     for (int i = 0; i < nr_; ++i) {    // row-major sweep keeps the reads sequential
       const T* r = row(i);
+      if (kUnit) {
+        ops_.column_min_update(r, nc_, i, v_.data(), argmin.data());
+        continue;
+      }
       for (int j = 0; j < nc_; ++j) {
         double x = at(r, j);
         bool lt = x < v_[j];
@@ -115,19 +163,23 @@ class JvSolver {
         free_.push_back(i);
       } else if (matches_[i] == 1) {
         int j1 = col4row_[i];
-        const T* r = row(i);
-        double mn = kInf;
-        for (int j = 0; j < nc_; ++j) {
-          double h = at(r, j) - v_[j];
-          mn = (j != j1 && h < mn) ? h : mn;
-        }
+        double umin, usub;
+        int k1, k2;
+        row_min2(i, umin, k1, usub, k2);
+        double mn = k1 == j1 ? usub : umin;  // cheapest other column
         if (mn < kInf) v_[j1] -= mn;
       }
     }
   }
 
-  // Smallest and second smallest reduced cost c_ij - v_j of row i (j2 = -1 if nc == 1).
+  // The two smallest reduced costs c_ij - v_j of row i, lexicographic in (value, index):
+  // j1 = first column attaining the minimum, j2 = first column attaining the second value.
+  // umin = inf means the row has only forbidden entries; usub = inf, a single finite one.
   void row_min2(int i, double& umin, int& j1, double& usub, int& j2) const {
+    if (kUnit) {
+      ops_.row_min2(row(i), v_.data(), nc_, &umin, &j1, &usub, &j2);
+      return;
+    }
     const T* r = row(i);
     umin = at(r, 0) - v_[0];
     j1 = 0;
@@ -258,6 +310,7 @@ class JvSolver {
 
   MatrixView<T> c_;
   int nr_, nc_;
+  const RowOps<T, kMax>& ops_ = row_ops<T, kMax>();
   std::vector<double> v_;     // [nc] column prices
   std::vector<int> row4col_;  // [nc] assigned row or -1
   std::vector<int> col4row_;  // [nr] assigned column or -1
