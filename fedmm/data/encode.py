@@ -73,7 +73,7 @@ def load_image(path, size: int) -> np.ndarray:
         gray = square
     if gray.size != (size, size):
         gray = gray.resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(gray, dtype=np.uint8)
+    return np.array(gray, dtype=np.uint8)
 
 
 def _encode_labels(records: list[Record], classes: list[str], multilabel: bool) -> torch.Tensor:

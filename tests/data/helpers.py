@@ -27,3 +27,25 @@ def write_csv(folder: Path, header: list[str], rows: list[list[str]]) -> Path:
         writer.writerow(header)
         writer.writerows(rows)
     return path
+
+
+def make_labelled_set(folder: Path, n: int = 400, seed: int = 0, classes: tuple[str, ...] = ("a", "b", "c", "d"),
+                      sites: tuple[str, ...] = ("north", "south", "east"), test_split: bool = False,
+                      p_no_text: float = 0.0) -> Path:
+    """A dataset folder of ``n`` rows with multi-row patients, skewed labels, sites, tiny images."""
+    rng = np.random.default_rng(seed)
+    rows, pid, k = [], 0, 0
+    while k < n:
+        count = int(rng.choice([1, 2, 3], p=[0.7, 0.2, 0.1]))
+        label = classes[int(rng.choice(len(classes), p=np.linspace(2, 1, len(classes)) / np.linspace(2, 1, len(classes)).sum()))]
+        site = sites[int(rng.integers(len(sites)))] if sites else ""
+        split = "test" if test_split and rng.random() < 0.2 else "train"
+        for _ in range(min(count, n - k)):
+            rid = f"r{k:04d}"
+            write_png(folder / "images" / f"{rid}.png", seed * 100000 + k, size=8)
+            text = "" if rng.random() < p_no_text else f"report {rid} finding {label}"
+            rows.append([rid, f"images/{rid}.png", text, label, split, f"pt{pid}", site])
+            k += 1
+        pid += 1
+    write_csv(folder, ["id", "image", "text", "label", "split", "patient_id", "site"], rows)
+    return folder
