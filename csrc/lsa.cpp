@@ -64,15 +64,27 @@ const RowOps<T, kNeg>& row_ops() {
 }
 #undef FEDMM_ROW_OPS
 
+// Scratch arrays, reused by every solve on the same thread (no allocation per call).
+struct Workspace {
+  std::vector<double> v, d;
+  std::vector<int> row4col, col4row, free, next, matches, pred, cols, argmin;
+  std::vector<int64_t> order;
+};
+
+Workspace& thread_workspace() {
+  thread_local Workspace ws;
+  return ws;
+}
+
 // Solver for an oriented view with rows <= cols. kUnit: col_stride == 1; kMax: negate costs.
 template <class T, bool kUnit, bool kMax>
 class JvSolver {
  public:
-  explicit JvSolver(const MatrixView<T>& c)
-      : c_(c), nr_(static_cast<int>(c.rows)), nc_(static_cast<int>(c.cols)) {}
+  JvSolver(const MatrixView<T>& c, Workspace& ws)
+      : c_(c), nr_(static_cast<int>(c.rows)), nc_(static_cast<int>(c.cols)), ws_(ws) {}
 
-  // Fills col4row[nr] on success.
-  LsaStatus run(std::vector<int>& col4row) {
+  // On kOk, the workspace's col4row[nr] holds the assigned column of every row.
+  LsaStatus run() {
     if (!entries_valid()) return LsaStatus::kInvalid;
     v_.assign(nc_, 0.0);
     row4col_.assign(nc_, -1);
@@ -94,7 +106,6 @@ class JvSolver {
     for (int f : free_) {
       if (!augment(f)) return LsaStatus::kInfeasible;
     }
-    col4row.swap(col4row_);
     return LsaStatus::kOk;
   }
 
@@ -124,7 +135,8 @@ class JvSolver {
   // v[j] = min_i c_ij, assigning each column's argmin row when that row is still free
   // (or when this column is cheaper for it). Rows never chosen become free.
   bool column_reduction() {
-    std::vector<int> argmin(nc_, 0);   // [nc]
+    std::vector<int>& argmin = ws_.argmin;  // [nc]
+    argmin.assign(nc_, 0);
     std::fill(v_.begin(), v_.end(), kInf);
     for (int i = 0; i < nr_; ++i) {    // row-major sweep keeps the reads sequential
       const T* r = row(i);
@@ -206,7 +218,8 @@ class JvSolver {
   // owner is processed next (or, on ties, in the following pass). The number of immediate
   // re-processings is capped, which only moves work to the augmentation phase.
   bool augmenting_row_reduction() {
-    std::vector<int> next;
+    std::vector<int>& next = ws_.next;
+    next.clear();
     int64_t budget = 4 * static_cast<int64_t>(nc_) + 64;
     for (int i : free_) {
       for (;;) {
@@ -310,21 +323,22 @@ class JvSolver {
 
   MatrixView<T> c_;
   int nr_, nc_;
+  Workspace& ws_;
   const RowOps<T, kMax>& ops_ = row_ops<T, kMax>();
-  std::vector<double> v_;     // [nc] column prices
-  std::vector<int> row4col_;  // [nc] assigned row or -1
-  std::vector<int> col4row_;  // [nr] assigned column or -1
-  std::vector<int> free_;     // rows still to assign
-  std::vector<int> matches_;  // [nr] column-reduction hits per row
-  std::vector<double> d_;     // [nc] augment: path length to each column
-  std::vector<int> pred_;     // [nc] augment: predecessor row
-  std::vector<int> cols_;     // [nc] augment: column permutation (ready | todo | rest)
+  std::vector<double>& v_ = ws_.v;           // [nc] column prices
+  std::vector<int>& row4col_ = ws_.row4col;  // [nc] assigned row or -1
+  std::vector<int>& col4row_ = ws_.col4row;  // [nr] assigned column or -1
+  std::vector<int>& free_ = ws_.free;        // rows still to assign
+  std::vector<int>& matches_ = ws_.matches;  // [nr] column-reduction hits per row
+  std::vector<double>& d_ = ws_.d;           // [nc] augment: path length to each column
+  std::vector<int>& pred_ = ws_.pred;        // [nc] augment: predecessor row
+  std::vector<int>& cols_ = ws_.cols;        // [nc] augment: column permutation (ready | todo | rest)
 };
 
 template <class T, bool kUnit>
-LsaStatus dispatch_sign(const MatrixView<T>& v, bool maximize, std::vector<int>& col4row) {
-  if (maximize) return JvSolver<T, kUnit, true>(v).run(col4row);
-  return JvSolver<T, kUnit, false>(v).run(col4row);
+LsaStatus dispatch_sign(const MatrixView<T>& v, bool maximize, Workspace& ws) {
+  if (maximize) return JvSolver<T, kUnit, true>(v, ws).run();
+  return JvSolver<T, kUnit, false>(v, ws).run();
 }
 
 }  // namespace
@@ -337,9 +351,10 @@ LsaStatus solve_lsa(const MatrixView<T>& cost, bool maximize, int64_t* row_ind, 
   if (transposed) {  // solve the transpose as a strided view: rows <= cols
     v = MatrixView<T>{cost.data, cost.cols, cost.rows, cost.col_stride, cost.row_stride};
   }
-  std::vector<int> col4row;  // [v.rows]
-  LsaStatus st = v.col_stride == 1 ? dispatch_sign<T, true>(v, maximize, col4row)
-                                   : dispatch_sign<T, false>(v, maximize, col4row);
+  Workspace& ws = thread_workspace();
+  LsaStatus st = v.col_stride == 1 ? dispatch_sign<T, true>(v, maximize, ws)
+                                   : dispatch_sign<T, false>(v, maximize, ws);
+  const std::vector<int>& col4row = ws.col4row;  // [v.rows]
   if (st != LsaStatus::kOk) return st;
   const int64_t k = v.rows;
   if (!transposed) {
@@ -348,7 +363,8 @@ LsaStatus solve_lsa(const MatrixView<T>& cost, bool maximize, int64_t* row_ind, 
       col_ind[i] = col4row[i];
     }
   } else {  // pairs (original column c, original row col4row[c]); sort by row
-    std::vector<int64_t> order(k);
+    std::vector<int64_t>& order = ws.order;
+    order.resize(k);
     std::iota(order.begin(), order.end(), 0);
     std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return col4row[a] < col4row[b]; });
     for (int64_t t = 0; t < k; ++t) {

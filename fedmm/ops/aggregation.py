@@ -9,17 +9,20 @@ on several threads with the GIL released; ``numpy`` is the float64 reference.
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import numpy as np
 
 from fedmm.ops._dispatch import resolve_backend
-from fedmm.ops.assignment import extension_unavailable, warn_fallback_once
+from fedmm.ops.assignment import _core, extension_unavailable, warn_fallback_once
 
 METHODS = ("mean", "median", "trimmed_mean")
 
 
+@functools.lru_cache(maxsize=None)
 def _resolve(op: str, backend: str) -> str:
+    """Backend for (op, requested), memoised: the extension's presence cannot change."""
     chosen = resolve_backend(op, backend, {"cpp": extension_unavailable, "numpy": lambda: None})
     if backend == "auto" and chosen != "cpp":
         warn_fallback_once(op, chosen)
@@ -113,9 +116,7 @@ def aggregate(buffers: Sequence[np.ndarray], weights=None, method: str = "mean",
         raise ValueError(f"aggregate: accumulate must be 'float64' or 'native', got {accumulate!r}")
     buffers = _prepare(buffers, masks)
     if _resolve("aggregate", backend) == "cpp":
-        from fedmm import _C
-
-        return _C.aggregate(buffers, weights, masks, method, float(trim), accumulate == "float64", int(n_threads or 0))
+        return _core().aggregate(buffers, weights, masks, method, float(trim), accumulate == "float64", int(n_threads or 0))
     return _aggregate_numpy(buffers, weights, method, masks, trim, accumulate)
 
 
@@ -132,9 +133,7 @@ def krum_scores(buffers: Sequence[np.ndarray], n_byzantine: int, masks=None, bac
         raise ValueError("krum_scores: n_byzantine must be >= 0")
     buffers = _prepare(buffers, masks)
     if _resolve("krum_scores", backend) == "cpp":
-        from fedmm import _C
-
-        return _C.krum_scores(buffers, int(n_byzantine), masks, int(n_threads or 0))
+        return _core().krum_scores(buffers, int(n_byzantine), masks, int(n_threads or 0))
     ids, bufs = _kept(buffers, masks, "krum_scores")
     stack = np.stack([b.astype(np.float64) for b in bufs])  # [K', P]
     Kp = len(bufs)

@@ -37,11 +37,20 @@ def warn_fallback_once(op: str, fallback: str) -> None:
     log.warning("fedmm.ops.%s: %s; using the %s fallback", op, extension_unavailable(), fallback)
 
 
+@functools.lru_cache(maxsize=None)
 def _resolve(op: str, backend: str) -> str:
+    """Backend for (op, requested), memoised: the extension's presence cannot change."""
     chosen = resolve_backend(op, backend, {"cpp": extension_unavailable, "scipy": lambda: None})
     if backend == "auto" and chosen != "cpp":
         warn_fallback_once(op, chosen)
     return chosen
+
+
+@functools.lru_cache(maxsize=1)
+def _core():
+    from fedmm import _C
+
+    return _C
 
 
 def _as_cost_matrix(cost, what: str = "linear_sum_assignment") -> np.ndarray:
@@ -49,7 +58,7 @@ def _as_cost_matrix(cost, what: str = "linear_sum_assignment") -> np.ndarray:
     cost = np.asarray(cost)
     if cost.ndim != 2:
         raise ValueError(f"{what}: expected a matrix (2-D array), got a {cost.ndim}-D array")
-    if cost.dtype not in _FLOATS:
+    if not (cost.dtype.char in "fd" and cost.dtype.isnative):
         cost = cost.astype(np.float64, casting="same_kind")  # TypeError for strings etc.
     return cost
 
@@ -64,9 +73,7 @@ def linear_sum_assignment(cost, maximize: bool = False, backend: str = "auto"):
     """
     cost = _as_cost_matrix(cost)
     if _resolve("linear_sum_assignment", backend) == "cpp":
-        from fedmm import _C
-
-        return _C.linear_sum_assignment(cost, bool(maximize))
+        return _core().linear_sum_assignment(cost, bool(maximize))
     r, c = _scipy_lsa(cost, maximize=maximize)
     return r.astype(np.int64, copy=False), c.astype(np.int64, copy=False)
 
@@ -89,9 +96,7 @@ def linear_sum_assignment_batch(costs, maximize: bool = False, backend: str = "a
         items = [_as_cost_matrix(c, f"{what}: instance {b}") for b, c in enumerate(costs)]
         mats = items
     if _resolve(what, backend) == "cpp":
-        from fedmm import _C
-
-        return _C.linear_sum_assignment_batch(mats, bool(maximize), int(n_threads or 0))
+        return _core().linear_sum_assignment_batch(mats, bool(maximize), int(n_threads or 0))
     out = []
     for b, c in enumerate(items):
         try:

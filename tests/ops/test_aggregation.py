@@ -200,9 +200,19 @@ def test_argument_errors(backend):
 
 
 # ---- dispatch ----------------------------------------------------------------------------
-def test_auto_falls_back_to_numpy_with_one_log_line(monkeypatch, caplog):
+@pytest.fixture
+def no_extension(monkeypatch):
+    """Pretend fedmm._C is missing; dispatch memos are reset before and after."""
+    def reset():
+        assignment.warn_fallback_once.cache_clear()
+        aggregation._resolve.cache_clear()
+    reset()
     monkeypatch.setattr(aggregation, "extension_unavailable", lambda: "fedmm._C could not be imported (test)")
-    assignment.warn_fallback_once.cache_clear()
+    yield
+    reset()
+
+
+def test_auto_falls_back_to_numpy_with_one_log_line(no_extension, caplog):
     bufs = [np.array([1.0, 2.0]), np.array([3.0, 4.0])]
     with caplog.at_level(logging.WARNING, logger="fedmm.ops"):
         for _ in range(3):
@@ -213,4 +223,3 @@ def test_auto_falls_back_to_numpy_with_one_log_line(monkeypatch, caplog):
         aggregate(bufs, backend="cpp")
     with pytest.raises(BackendUnavailableError, match="cpp"):
         krum_scores(bufs, 0, backend="cpp")
-    assignment.warn_fallback_once.cache_clear()

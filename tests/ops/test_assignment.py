@@ -276,9 +276,19 @@ def test_batch_error_names_instance(backend):
 
 
 # ---- dispatch ----------------------------------------------------------------------------
-def test_auto_falls_back_to_scipy_with_one_log_line(monkeypatch, caplog):
+@pytest.fixture
+def no_extension(monkeypatch):
+    """Pretend fedmm._C is missing; dispatch memos are reset before and after."""
+    def reset():
+        assignment.warn_fallback_once.cache_clear()
+        assignment._resolve.cache_clear()
+    reset()
     monkeypatch.setattr(assignment, "extension_unavailable", lambda: "fedmm._C could not be imported (test)")
-    assignment.warn_fallback_once.cache_clear()
+    yield
+    reset()
+
+
+def test_auto_falls_back_to_scipy_with_one_log_line(no_extension, caplog):
     cost = np.array([[4.0, 1.0], [2.0, 3.0]])
     with caplog.at_level(logging.WARNING, logger="fedmm.ops"):
         for _ in range(3):
@@ -288,7 +298,6 @@ def test_auto_falls_back_to_scipy_with_one_log_line(monkeypatch, caplog):
     assert len(lines) == 1 and "scipy" in lines[0].getMessage()
     with pytest.raises(BackendUnavailableError, match="cpp"):
         linear_sum_assignment(cost, backend="cpp")
-    assignment.warn_fallback_once.cache_clear()
 
 
 def test_unknown_backend():
