@@ -46,14 +46,23 @@ def write_dataset_folder(folder: Path, records: list[Record], classes: list[str]
     return write_manifest(folder, out, classes=classes, multilabel=multilabel)
 
 
-def _clear(out_root: Path, overwrite: bool) -> None:
-    previous = [out_root / "partition.json", out_root / "public", out_root / "test", out_root / "server",
-                *sorted(out_root.glob("client_*"))]
-    existing = [p for p in previous if p.exists()]
+def _previous_outputs(out_root: Path) -> list[Path]:
+    names = [out_root / "partition.json", out_root / "public", out_root / "test", out_root / "server",
+             *sorted(out_root.glob("client_*"))]
+    return [p for p in names if p.exists()]
+
+
+def check_target(out_root: Path, overwrite: bool) -> None:
+    """Raise ``FileExistsError`` if ``out_root`` holds a partition and ``overwrite`` is False."""
+    existing = _previous_outputs(out_root)
     if existing and not overwrite:
         raise FileExistsError(f"{out_root} already holds a partition ({existing[0].name}); "
                               "use overwrite to replace it")
-    for p in existing:
+
+
+def _clear(out_root: Path, overwrite: bool) -> None:
+    check_target(out_root, overwrite)
+    for p in _previous_outputs(out_root):
         shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 

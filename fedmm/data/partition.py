@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .layout import write_layout
+from .layout import check_target, write_layout
 from .manifest import Record, load_manifest
 
 MODES = ("structural", "client", "sample", "site")
@@ -230,6 +230,7 @@ def partition_dataset(src_folder: str | os.PathLike, out_root: str | os.PathLike
     ``overwrite`` is False.
     """
     cfg.validate()
+    check_target(Path(out_root), overwrite)
     data = load_manifest(src_folder)
     recs, groups = data.records, _groups(data.records)
     seqs = np.random.SeedSequence(cfg.seed).spawn(6)

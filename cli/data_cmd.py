@@ -1,0 +1,85 @@
+"""``fedmm data``: generate the synthcxr benchmark and partition datasets into clients."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fedmm.data.manifest import ManifestError, load_manifest
+from fedmm.data.partition import MODES, PartitionConfig, partition_dataset
+from fedmm.data.synth import SYNTH_CLASSES, SynthConfig, generate_synthcxr
+
+app = typer.Typer(help="Dataset tools")
+console = Console()
+MAX_ISSUES_SHOWN = 20
+
+
+def _print_issues(issues: list[str]) -> None:
+    if not issues:
+        return
+    console.print(f"[yellow]{len(issues)} loader issue(s)[/yellow]")
+    for line in issues[:MAX_ISSUES_SHOWN]:
+        console.print(f"  {line}", markup=False, highlight=False)
+    if len(issues) > MAX_ISSUES_SHOWN:
+        console.print(f"  ... and {len(issues) - MAX_ISSUES_SHOWN} more")
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Option("--out", help="Output dataset folder")],
+    n_samples: Annotated[int, typer.Option("--n-samples", min=1, help="Number of samples")] = 9000,
+    image_size: Annotated[int, typer.Option("--image-size", min=16, help="Image side in pixels")] = 64,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed")] = 0,
+) -> None:
+    """Generate the synthcxr benchmark (images + reports + manifest.csv)."""
+    cfg = SynthConfig(n_samples=n_samples, image_size=image_size, seed=seed)
+    with console.status(f"generating {n_samples} samples"):
+        folder = generate_synthcxr(out, cfg)
+    data = load_manifest(folder, verify_images=False)
+    table = Table(title=f"synthcxr -> {folder}")
+    for col in ("class", "train", "test"):
+        table.add_column(col, justify="right" if col != "class" else "left")
+    for name in SYNTH_CLASSES:
+        rows = [r for r in data.records if r.labels == (name,)]
+        table.add_row(name, str(sum(r.split == "train" for r in rows)), str(sum(r.split == "test" for r in rows)))
+    console.print(table)
+    _print_issues([str(i) for i in data.issues])
+
+
+@app.command()
+def partition(
+    src: Annotated[Path, typer.Argument(help="Source dataset folder (with manifest.csv)")],
+    out: Annotated[Path, typer.Option("--out", help="CLIENT_ROOT to create")],
+    mode: Annotated[str, typer.Option("--mode", help=f"Missing-modality mode: {' | '.join(MODES)}")] = "structural",
+    clients: Annotated[int, typer.Option("--clients", min=1, help="Number of clients (not site mode)")] = 30,
+    image_only: Annotated[int, typer.Option("--image-only", min=0, help="Image-only clients (structural)")] = 2,
+    text_only: Annotated[int, typer.Option("--text-only", min=0, help="Text-only clients (structural)")] = 2,
+    alpha: Annotated[Optional[float], typer.Option("--alpha", help="Dirichlet label skew (omit = IID)")] = None,
+    public_size: Annotated[int, typer.Option("--public-size", min=0, help="Public (unlabelled) set size")] = 500,
+    p_drop: Annotated[float, typer.Option("--p-drop", help="Client mode: per-modality drop probability")] = 0.3,
+    min_train: Annotated[int, typer.Option("--min-train", min=0, help="Minimum training rows per client")] = 10,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed")] = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing partition")] = False,
+) -> None:
+    """Split a dataset folder into CLIENT_ROOT/client_<k>/{train,val}, public/, test/."""
+    cfg = PartitionConfig(n_clients=clients, mode=mode, n_image_only=image_only, n_text_only=text_only,
+                          p_drop_modality=p_drop, dirichlet_alpha=alpha, public_size=public_size,
+                          min_train_per_client=min_train, seed=seed)
+    try:
+        summary = partition_dataset(src, out, cfg, overwrite=overwrite)
+    except (ManifestError, ValueError, FileExistsError) as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(code=1) from exc
+    table = Table(title=f"{len(summary['clients'])} clients -> {out}")
+    for col in ("client", "modality", "n_train", "n_val"):
+        table.add_column(col, justify="left" if col in ("client", "modality") else "right")
+    for c in summary["clients"]:
+        table.add_row(c["name"], c["modality"], str(c["n_train"]), str(c["n_val"]))
+    console.print(table)
+    console.print(f"public: {summary['n_public']}  test: {summary['n_test']}  classes: {', '.join(summary['classes'])}")
+    for w in summary["warnings"]:
+        console.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
+    _print_issues(summary["source_issues"])
