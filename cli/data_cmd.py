@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Optional, Tuple
 
 import typer
 from rich.console import Console
@@ -11,6 +11,7 @@ from rich.table import Table
 from fedmm.data.manifest import ManifestError, load_manifest
 from fedmm.data.partition import MODES, PartitionConfig, partition_dataset
 from fedmm.data.synth import SYNTH_CLASSES, SynthConfig, generate_synthcxr
+from fedmm.data.tokenizer import train_wordpiece
 
 app = typer.Typer(help="Dataset tools")
 console = Console()
@@ -60,13 +61,15 @@ def partition(
     alpha: Annotated[Optional[float], typer.Option("--alpha", help="Dirichlet label skew (omit = IID)")] = None,
     public_size: Annotated[int, typer.Option("--public-size", min=0, help="Public (unlabelled) set size")] = 500,
     p_drop: Annotated[float, typer.Option("--p-drop", help="Client mode: per-modality drop probability")] = 0.3,
+    sample_missing: Annotated[Tuple[float, float, float], typer.Option(
+        "--sample-missing", help="Sample mode: fractions losing image, text, both")] = (0.2, 0.2, 0.05),
     min_train: Annotated[int, typer.Option("--min-train", min=0, help="Minimum training rows per client")] = 10,
     seed: Annotated[int, typer.Option("--seed", help="Random seed")] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing partition")] = False,
 ) -> None:
     """Split a dataset folder into CLIENT_ROOT/client_<k>/{train,val}, public/, test/."""
     cfg = PartitionConfig(n_clients=clients, mode=mode, n_image_only=image_only, n_text_only=text_only,
-                          p_drop_modality=p_drop, dirichlet_alpha=alpha, public_size=public_size,
+                          p_drop_modality=p_drop, sample_missing=tuple(sample_missing), dirichlet_alpha=alpha, public_size=public_size,
                           min_train_per_client=min_train, seed=seed)
     try:
         summary = partition_dataset(src, out, cfg, overwrite=overwrite)
@@ -83,3 +86,25 @@ def partition(
     for w in summary["warnings"]:
         console.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
     _print_issues(summary["source_issues"])
+
+
+@app.command()
+def tokenizer(
+    src: Annotated[Path, typer.Argument(help="Dataset folder whose report texts to learn from (e.g. public/)")],
+    out: Annotated[Path, typer.Option("--out", help="Folder to write vocab.txt into")],
+    vocab_size: Annotated[int, typer.Option("--vocab-size", min=16, help="Maximum vocabulary size")] = 2000,
+) -> None:
+    """Train the offline BERT WordPiece vocabulary from a dataset folder's texts."""
+    try:
+        data = load_manifest(src, require_labels=False, verify_images=False)
+    except ManifestError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(code=1) from exc
+    texts = [r.text for r in data.records if r.text]
+    if not texts:
+        console.print(f"[red]error:[/red] no report text in {src}", highlight=False)
+        raise typer.Exit(code=1)
+    path = train_wordpiece(texts, out, vocab_size=vocab_size)
+    n = len(path.read_text(encoding="utf-8").splitlines())
+    console.print(f"{n} tokens from {len(texts)} texts -> {path}", highlight=False)
+    _print_issues([str(i) for i in data.issues])

@@ -94,7 +94,9 @@ def encode_split(data: ManifestData, tokenizer, image_size: int = 64, max_len: i
 
     Images become grayscale ``image_size`` squares; an image that fails to
     decode gets ``has_image=False`` and a :class:`RowIssue` appended to
-    ``data.issues`` (with the record's manifest line). Texts are tokenised with
+    ``data.issues`` (with the record's manifest line); a record left with no
+    modality at all is then dropped from the result (``ids`` tells which
+    records the rows are). Texts are tokenised with
     padding to ``max_len`` and truncation; missing texts get all-padding ids and
     an all-False mask. Labels: class indices (-1 unlabelled) or multi-hot.
     """
@@ -110,8 +112,9 @@ def encode_split(data: ManifestData, tokenizer, image_size: int = 64, max_len: i
             images[i, 0] = torch.from_numpy(load_image(rec.image, image_size))
             has_image[i] = True
         except Exception as exc:  # corrupt data must not stop the run
-            data.issues.append(RowIssue(manifest, data.lines.get(rec.id, 0), f"record {rec.id!r}: cannot decode image "
-                                        f"{rec.image}: {type(exc).__name__}: {exc}; image dropped"))
+            fate = "image dropped" if rec.text is not None else "no modality left; row dropped"
+            data.issues.append(RowIssue(manifest, data.lines.get(rec.id, 0), f"record {rec.id!r}: cannot decode "
+                                        f"image {rec.image}: {type(exc).__name__}: {exc}; {fate}"))
     has_text = torch.tensor([rec.text is not None for rec in records], dtype=torch.bool)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     input_ids = torch.full((n, max_len), pad_id, dtype=torch.int64)
@@ -123,9 +126,11 @@ def encode_split(data: ManifestData, tokenizer, image_size: int = 64, max_len: i
         rows = torch.tensor(text_rows)
         input_ids[rows] = enc["input_ids"].to(torch.int64)
         attention_mask[rows] = enc["attention_mask"].to(torch.bool)
-    return EncodedSplit(
+    enc = EncodedSplit(
         images=images, input_ids=input_ids, attention_mask=attention_mask,
         has_image=has_image, has_text=has_text,
         labels=_encode_labels(records, data.classes, data.multilabel),
         ids=[rec.id for rec in records], classes=list(data.classes), multilabel=data.multilabel,
     )
+    usable = has_image | has_text
+    return enc if bool(usable.all()) else enc.subset(usable)

@@ -86,22 +86,34 @@ def _groups(records: list[Record]) -> list[_Group]:
 
 
 def _take(groups: list[_Group], candidates: list[int], target: float, rng: np.random.Generator) -> list[int]:
-    """Pick candidate groups, stratified by label, until about ``target`` rows are taken."""
+    """Pick whole candidate groups, stratified by label, for at most ``target`` rows.
+
+    Each label gets its share (rounded down to whole patients); remaining room
+    is then filled with any groups that still fit, so the total reaches
+    ``target`` exactly whenever group sizes allow.
+    """
     total = sum(len(groups[g].rows) for g in candidates)
-    if total == 0 or target <= 0:
+    target = min(math.floor(target), total)
+    if target <= 0:
         return []
-    chosen: list[int] = []
+    chosen: set[int] = set()
+    taken = 0
     for label in sorted({groups[g].label for g in candidates}):
         pool = [g for g in candidates if groups[g].label == label]
-        pool = [pool[i] for i in rng.permutation(len(pool))]
         want = target * sum(len(groups[g].rows) for g in pool) / total
-        taken = 0
-        for g in pool:
-            size = len(groups[g].rows)
-            if taken + size / 2 > want:
-                break
-            chosen.append(g)
-            taken += size
+        got = 0
+        for g in (pool[i] for i in rng.permutation(len(pool))):
+            if got + len(groups[g].rows) <= want:
+                chosen.add(g)
+                got += len(groups[g].rows)
+        taken += got
+    rest = [g for g in candidates if g not in chosen]
+    for g in (rest[i] for i in rng.permutation(len(rest))):
+        if taken >= target:
+            break
+        if taken + len(groups[g].rows) <= target:
+            chosen.add(g)
+            taken += len(groups[g].rows)
     return sorted(chosen)
 
 

@@ -112,6 +112,16 @@ def test_encode_split_corrupt_image_becomes_issue(small_set: Path, tokenizer) ->
     assert not enc.has_image[4] and enc.has_text[4] and (enc.images[4] == 0).all()
     new = data.issues[before:]
     assert len(new) == 1 and new[0].row == 6 and "cannot decode image" in new[0].reason
+    assert "image dropped" in new[0].reason
+
+
+def test_encode_split_drops_rows_left_without_modality(small_set: Path, tokenizer) -> None:
+    data = load_manifest(small_set)
+    (small_set / "im" / "rgb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(40))   # row 'r' has no text
+    enc = encode_split(data, tokenizer, image_size=16, max_len=8)
+    assert enc.ids == ["w", "t", "d", "x"] and enc.images.shape[0] == 4 and enc.labels.tolist() == [1, 0, 1, 0]
+    assert (enc.has_image | enc.has_text).all()
+    assert "row dropped" in data.issues[-1].reason and data.issues[-1].row == 3
 
 
 def test_subset_and_multilabel(tmp_path: Path, tokenizer) -> None:

@@ -58,6 +58,11 @@ def test_cli_synth_and_partition(tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "c" / "partition.json").read_text())
     assert [c["modality"] for c in summary["clients"]] == ["image_only", "text_only", "multimodal", "multimodal"]
     assert summary["config"]["dirichlet_alpha"] == 1.0 and "client_3" in res.output
+    res = runner.invoke(app, ["tokenizer", str(tmp_path / "c" / "public"), "--out", str(tmp_path / "tok"),
+                              "--vocab-size", "300"])
+    assert res.exit_code == 0, res.output
+    vocab = (tmp_path / "tok" / "vocab.txt").read_text().splitlines()
+    assert vocab[0] == "[PAD]" and 50 < len(vocab) <= 300 and f"{len(vocab)} tokens from 8 texts" in res.output
     res = runner.invoke(app, ["partition", str(tmp_path / "s"), "--out", str(tmp_path / "c")])
     assert res.exit_code == 1 and "already holds a partition" in " ".join(res.output.split())
 
@@ -68,7 +73,9 @@ def test_cli_partition_reports_issues(tmp_path: Path) -> None:
     bad = [f"bad{i},images/nope{i}.png,,a,train,pb{i}," for i in range(25)]
     (src / "manifest.csv").write_text("\n".join(lines + bad) + "\n")
     res = CliRunner().invoke(app, ["partition", str(src), "--out", str(tmp_path / "o"), "--clients", "4",
-                                   "--public-size", "5", "--mode", "sample"])
+                                   "--public-size", "5", "--mode", "sample", "--sample-missing", "0.3", "0", "0"])
     assert res.exit_code == 0, res.output
     assert "50 loader issue(s)" in res.output and "... and 30 more" in res.output
     assert "image file not found" in " ".join(res.output.split()) and "mixed" in res.output
+    summary = json.loads((tmp_path / "o" / "partition.json").read_text())
+    assert summary["config"]["sample_missing"] == [0.3, 0.0, 0.0]
