@@ -173,7 +173,8 @@ def _split_val(groups: list[_Group], members: list[int], cfg: PartitionConfig,
                 continue   # would overshoot the target or starve the training split
             val.append(g)
             taken += size
-    train = sorted(r for g in members if g not in val for r in groups[g].rows)
+    val_set = set(val)
+    train = sorted(r for g in members if g not in val_set for r in groups[g].rows)
     return train, sorted(r for g in val for r in groups[g].rows)
 
 
@@ -256,14 +257,16 @@ def partition_dataset(src_folder: str | os.PathLike, out_root: str | os.PathLike
                  if recs[i].image is not None and recs[i].text is not None]
     if len(test_rows) < sum(len(groups[g].rows) for g in test):
         warnings.append("test rows lacking a modality were left out of the test set")
-    pool = [g for g in range(len(groups)) if g not in set(test)]
+    test_set = set(test)
+    pool = [g for g in range(len(groups)) if g not in test_set]
     pool_rows = sum(len(groups[g].rows) for g in pool)
     n_pub = min(cfg.public_size, int(PUBLIC_CAP * pool_rows))
     if n_pub < cfg.public_size:
         warnings.append(f"public set capped at {n_pub} rows ({PUBLIC_CAP:.0%} of the training pool)")
     public = _take(groups, [g for g in pool if groups[g].complete], n_pub, r_pub)
     public_rows = sorted(i for g in public for i in groups[g].rows)
-    pool = [g for g in pool if g not in set(public)]
+    public_set = set(public)
+    pool = [g for g in pool if g not in public_set]
 
     need = math.ceil(cfg.min_train_per_client / (1 - cfg.val_fraction))
     if cfg.mode == "sample":
