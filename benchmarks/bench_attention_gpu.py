@@ -4,6 +4,7 @@
     python benchmarks/bench_attention_gpu.py --quick    # target shape only, bf16 only
     python benchmarks/bench_attention_gpu.py --no-compile
     python benchmarks/bench_attention_gpu.py --shapes 1024x49x64x128x4 --dtypes fp16
+    python benchmarks/bench_attention_gpu.py --sweep    # Triton tile variants at the target shape, bf16
     TRITON_INTERPRET=1 python benchmarks/bench_attention_gpu.py --device cpu --shapes 2x5x7x32x2 --no-compile
         (CPU dry run of the script itself through Triton's interpreter; timings meaningless)
 
@@ -58,7 +59,7 @@ def grads_of(fn, inputs, mask, heads, dout):
     return (out.detach(), *torch.autograd.grad(out, leaves, dout))
 
 
-def self_check(shapes, dtypes, device, slice_b=32) -> bool:
+def self_check(shapes, dtypes, device, slice_b=32, verbose=True) -> bool:
     from fedmm.kernels import gated_cross_attention_triton
     from fedmm.ops.attention import gated_cross_attention_naive
 
@@ -74,9 +75,10 @@ def self_check(shapes, dtypes, device, slice_b=32) -> bool:
             worst = max(errs, key=lambda n: errs[n] if errs[n] == errs[n] else float("inf"))
             good = all(e <= TOL[dtype] for e in errs.values())
             ok &= good
-            print(f"check B={min(B, slice_b)} Lq={Lq} Lk={Lk} d={d} h={heads} {dt_name}: "
-                  f"max rel err {errs[worst]:.2e} ({worst}), tol {TOL[dtype]:g} -> {'ok' if good else 'FAIL'}",
-                  flush=True)
+            if verbose or not good:
+                print(f"check B={min(B, slice_b)} Lq={Lq} Lk={Lk} d={d} h={heads} {dt_name}: "
+                      f"max rel err {errs[worst]:.2e} ({worst}), tol {TOL[dtype]:g} -> {'ok' if good else 'FAIL'}",
+                      flush=True)
     return ok
 
 
@@ -109,11 +111,44 @@ def time_impls(shape, dtype, impls, bench, device):
     return results
 
 
+SWEEP = [  # fedmm.kernels._common.CONFIG_OVERRIDES variants timed by --sweep
+    {},
+    {"rows": {"BLOCK_Q": 32}},
+    {"rows": {"BLOCK_Q": 32, "num_warps": 4}},
+    {"rows": {"BLOCK_Q": 64, "num_warps": 4}},
+    {"rows": {"num_stages": 1}},
+    {"attn_bwd": {"BLOCK_Q": 32}},
+    {"attn_bwd": {"num_warps": 8}},
+]
+
+
+def sweep(bench, device, shape, dt_name) -> None:
+    """Time the Triton path at ``shape`` under each tile override of SWEEP."""
+    from fedmm.kernels import _common, gated_cross_attention_triton
+
+    print(f"\nTriton tile variants, shape {shape}, {dt_name}", flush=True)
+    print("| override | fwd ms | fwd+bwd ms |\n|---|---|---|", flush=True)
+    for override in SWEEP:
+        _common.CONFIG_OVERRIDES.clear()
+        _common.CONFIG_OVERRIDES.update(override)
+        try:
+            if not self_check([shape], [dt_name], device, verbose=False):
+                print(f"| {override} | self-check FAILED | |", flush=True)
+                continue
+            res = time_impls(shape, DTYPES[dt_name], {"triton": gated_cross_attention_triton}, bench, device)
+            print(f"| {override} | {res['triton']['fwd']:.3f} | {res['triton']['fwd+bwd']:.3f} |", flush=True)
+        except Exception as exc:  # e.g. a variant that does not compile
+            print(f"| {override} | error: {type(exc).__name__}: {exc} | |", flush=True)
+        finally:
+            _common.CONFIG_OVERRIDES.clear()
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="target shape and bf16 only")
     p.add_argument("--dtypes", default="bf16,fp32", help="comma list of bf16, fp16, fp32")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile column")
+    p.add_argument("--sweep", action="store_true", help="only time Triton tile variants (first shape and dtype; default target, bf16)")
     p.add_argument("--shapes", help="comma list of BxLqxLkxDxHEADS (default: the three benchmark shapes)")
     p.add_argument("--rep-ms", type=int, default=200, help="do_bench measuring time per case")
     p.add_argument("--device", default="cuda", help="cuda; cpu only for a dry run with TRITON_INTERPRET=1")
@@ -129,14 +164,25 @@ def main(argv=None) -> int:
     from fedmm.kernels import gated_cross_attention_triton
     from fedmm.ops.attention import gated_cross_attention_torch
 
-    shapes = [TARGET] if args.quick else SHAPES
+    shapes = [TARGET] if args.quick or args.sweep else SHAPES
     if args.shapes:
         shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
-    dtypes = ["bf16"] if args.quick else args.dtypes.split(",")
+    dtypes = ["bf16"] if (args.quick or args.sweep) and args.dtypes == "bf16,fp32" else args.dtypes.split(",")
     gpu = torch.cuda.get_device_name() if args.device == "cuda" else "CPU dry run (interpreter)"
     print(f"# {gpu} | torch {torch.__version__} | triton {triton.__version__} | "
           f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC | argv: {' '.join(sys.argv[1:])}",
           flush=True)
+    def bench(fn):
+        if args.device == "cuda":
+            return triton.testing.do_bench(fn, warmup=50, rep=args.rep_ms, return_mode="median")
+        fn()
+        t0 = time.perf_counter()
+        fn()
+        return (time.perf_counter() - t0) * 1e3
+
+    if args.sweep:
+        sweep(bench, args.device, shapes[0], dtypes[0])
+        return 0
     if not self_check(shapes, dtypes, args.device):
         print("self-check FAILED: not timing", file=sys.stderr)
         return 1
@@ -146,14 +192,6 @@ def main(argv=None) -> int:
         torch._dynamo.config.cache_size_limit = max(64, torch._dynamo.config.cache_size_limit)
         impls["compile"] = torch.compile(gated_cross_attention_torch, dynamic=False)
     impls["triton"] = gated_cross_attention_triton
-
-    def bench(fn):
-        if args.device == "cuda":
-            return triton.testing.do_bench(fn, warmup=50, rep=args.rep_ms, return_mode="median")
-        fn()
-        t0 = time.perf_counter()
-        fn()
-        return (time.perf_counter() - t0) * 1e3
 
     print("\n| shape (B, Lq, Lk, d, h) | dtype | pass | " + " | ".join(f"{n} ms" for n in impls)
           + " | x eager | x compile | triton TFLOP/s | triton GB/s |")

@@ -24,6 +24,9 @@ import triton.language as tl
 from triton.runtime.errors import OutOfResources
 
 TILE_BYTES = 32 * 1024  # budget for one streamed weight tile
+# Tuning hook: {"rows": {...}, "attn_bwd": {...}} entries override the computed tile configs
+# of the row-block kernels (forward, gate backward) and of the attention backward.
+CONFIG_OVERRIDES: dict[str, dict] = {}
 
 
 def empty(shape, *, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -48,11 +51,12 @@ def tile_config(Lq: int, Lk: int, d: int, heads: int, dtype: torch.dtype) -> dic
     than that is processed in several passes, recomputing its scores);
     BLOCK_C: weight rows streamed per step of :func:`xw`.
     """
-    block_d = triton.next_power_of_2(d)
+    block_d = block_len(d, 1 << 30)
     block_dh = block_len(d // heads, 1 << 30)
     rows = max(16, TILE_BYTES // (block_d * dtype.itemsize))  # weight rows per TILE_BYTES tile
-    return dict(
-        BLOCK_Q=block_len(Lq, 64 if block_d <= 128 else 32),
+    q_cap = 64 if block_d <= 128 and dtype != torch.float32 else 32  # fp32 (FMA dots) spills with 64
+    cfg = dict(
+        BLOCK_Q=block_len(Lq, q_cap),
         BLOCK_K=block_len(Lk, 64 if block_dh <= 128 else 32),
         BLOCK_D=block_d,
         BLOCK_DH=block_dh,
@@ -61,6 +65,8 @@ def tile_config(Lq: int, Lk: int, d: int, heads: int, dtype: torch.dtype) -> dic
         num_warps=4 if block_d <= 64 else 8,
         num_stages=2,
     )
+    cfg.update(CONFIG_OVERRIDES.get("rows", {}))
+    return cfg
 
 
 def launch_device(t: torch.Tensor):
@@ -77,7 +83,7 @@ def launch(kernel, grid, args: tuple, cfg: dict, shrinkable: tuple[str, ...], **
 
     ``grid`` is a callable of the launch meta-parameters.
     """
-    key = (kernel, tuple(sorted(cfg.items())))
+    key = (kernel, tuple(sorted(cfg.items())), tuple(sorted(constants.items())))
     cfg = dict(_FITTING.get(key, cfg))
     while True:
         try:

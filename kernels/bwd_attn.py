@@ -132,6 +132,19 @@ def _attn_bwd_dq_kernel(
     tl.store(dq_ptr + dq_offs, (dq * sm_scale).to(k_h.dtype), mask=(offs_q < Lq)[:, None] & (offs_dh < DH)[None, :])
 
 
+def attn_bwd_config(Lq: int, Lk: int, dh: int, dtype: torch.dtype) -> dict:
+    """Tiles by head width (keeps the dK/dV accumulators and K/V tiles modest); halved rows for fp32."""
+    block_dh = _common.block_len(dh, 1 << 30)
+    block_q, block_k, warps = {16: (64, 128, 4), 32: (64, 128, 4), 64: (64, 64, 4), 128: (32, 64, 8)}.get(
+        block_dh, (32, 32, 8))
+    if dtype == torch.float32:
+        block_q, block_k = max(16, block_q // 2), min(block_k, 64)
+    cfg = dict(BLOCK_Q=_common.block_len(Lq, block_q), BLOCK_K=_common.block_len(Lk, block_k),
+               num_warps=warps, num_stages=2)
+    cfg.update(_common.CONFIG_OVERRIDES.get("attn_bwd", {}))
+    return cfg
+
+
 def launch_attn_bwd(q, k, v, kv_mask, attn, dattn, lse2, dq, dk, dv, heads: int) -> None:
     """Write dQ into ``dq`` [B, Lq, d] and dK, dV into ``dk``, ``dv`` [B, Lk, d] (strided views allowed).
 
@@ -141,23 +154,24 @@ def launch_attn_bwd(q, k, v, kv_mask, attn, dattn, lse2, dq, dk, dv, heads: int)
     Lk = k.shape[1]
     assert q.stride() == attn.stride() == dattn.stride() and k.stride() == v.stride() and dk.stride() == dv.stride()
     dh = d // heads
-    block_dh = _common.block_len(dh, 1 << 30)
-    block_q = _common.block_len(Lq, 64 if block_dh <= 64 else 32)
-    block_k = _common.block_len(Lk, 128 if block_dh <= 64 else 64)
+    cfg = attn_bwd_config(Lq, Lk, dh, q.dtype)
+    block_k = cfg["BLOCK_K"]
     num_kb = triton.cdiv(Lk, block_k)
     mask = kv_mask.view(torch.uint8)  # [B, Lk]
     scales = (1.0 / math.sqrt(dh), math.log2(math.e) / math.sqrt(dh))
-    common = dict(H=heads, DH=dh, BLOCK_Q=block_q, BLOCK_K=block_k, BLOCK_DH=block_dh,
-                  PRECISION=_common.dot_precision(q.dtype), num_warps=4 if block_dh <= 64 else 8, num_stages=2)
+    constants = dict(H=heads, DH=dh, BLOCK_DH=_common.block_len(dh, 1 << 30), PRECISION=_common.dot_precision(q.dtype))
     with _common.launch_device(q):
-        _attn_bwd_dkdv_kernel[(B * heads * num_kb,)](
-            q, k, v, mask, attn, dattn, lse2, dq, dk, dv, Lq, Lk, *scales,
-            q.stride(0), q.stride(1), k.stride(0), k.stride(1), mask.stride(0),
-            dq.stride(0), dq.stride(1), dk.stride(0), dk.stride(1), WRITE_DQ=num_kb == 1, **common,
+        _common.launch(  # BLOCK_K stays: it decides whether this kernel completes dQ
+            _attn_bwd_dkdv_kernel, lambda meta: (B * heads * num_kb,),
+            (q, k, v, mask, attn, dattn, lse2, dq, dk, dv, Lq, Lk, *scales,
+             q.stride(0), q.stride(1), k.stride(0), k.stride(1), mask.stride(0),
+             dq.stride(0), dq.stride(1), dk.stride(0), dk.stride(1)),
+            cfg, shrinkable=("BLOCK_Q",), WRITE_DQ=num_kb == 1, **constants,
         )
         if num_kb > 1:
-            _attn_bwd_dq_kernel[(B * heads * triton.cdiv(Lq, block_q),)](
-                q, k, v, mask, attn, dattn, lse2, dq, Lq, Lk, *scales,
-                q.stride(0), q.stride(1), k.stride(0), k.stride(1), mask.stride(0), dq.stride(0), dq.stride(1),
-                **common,
+            _common.launch(
+                _attn_bwd_dq_kernel, lambda meta: (B * heads * triton.cdiv(Lq, meta["BLOCK_Q"]),),
+                (q, k, v, mask, attn, dattn, lse2, dq, Lq, Lk, *scales,
+                 q.stride(0), q.stride(1), k.stride(0), k.stride(1), mask.stride(0), dq.stride(0), dq.stride(1)),
+                cfg, shrinkable=("BLOCK_Q", "BLOCK_K"), **constants,
             )

@@ -53,8 +53,7 @@ def _gca_bwd_gate_kernel(
     row_off = b * stride_xq_b + offs_q * stride_xq_l  # [BLOCK_Q]
     tile_mask = q_ok[:, None] & d_ok[None, :]
     tile = row_off[:, None] + offs_d[None, :]  # [BLOCK_Q, BLOCK_D]
-    xq = tl.load(xq_ptr + tile, mask=tile_mask, other=0.0)  # [BLOCK_Q, BLOCK_D]
-    dtype = xq.dtype
+    dtype = xq_ptr.dtype.element_ty
 
     # ---- recompute attn, O and Z (as in the forward) --------------------------------
     o_acc = tl.zeros([BLOCK_Q, BLOCK_D], tl.float32)
@@ -83,7 +82,8 @@ def _gca_bwd_gate_kernel(
 
     # ---- gate backward -------------------------------------------------------------
     dout = tl.load(dout_ptr + tile, mask=tile_mask, other=0.0).to(tl.float32)
-    dz = (dout * (o_acc - xq.to(tl.float32)) * g * (1.0 - g)).to(dtype)  # dL/dZ
+    xq = tl.load(xq_ptr + tile, mask=tile_mask, other=0.0).to(tl.float32)  # [BLOCK_Q, BLOCK_D]
+    dz = (dout * (o_acc - xq) * g * (1.0 - g)).to(dtype)  # dL/dZ
     dog = (dout * g).to(dtype)  # dL/dO through the gate's G*O term
     tl.store(dxq_ptr + tile, (dout * (1.0 - g)).to(dtype), mask=tile_mask)
     g_tile = (b * stride_g_b + offs_q * stride_g_l)[:, None] + offs_d[None, :]

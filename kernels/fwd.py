@@ -45,21 +45,20 @@ def _gca_fwd_kernel(
     q_ok = offs_q < Lq
     d_ok = offs_d < D
     row_off = b * stride_xq_b + offs_q * stride_xq_l  # [BLOCK_Q]
-    tile_mask = q_ok[:, None] & d_ok[None, :]
-    xq = tl.load(xq_ptr + row_off[:, None] + offs_d[None, :], mask=tile_mask, other=0.0)  # [BLOCK_Q, BLOCK_D]
+    dtype = xq_ptr.dtype.element_ty
 
     o_acc = tl.zeros([BLOCK_Q, BLOCK_D], tl.float32)  # O            [BLOCK_Q, BLOCK_D]
     z_acc = tl.zeros([BLOCK_Q, BLOCK_D], tl.float32)  # O Ug, then + xq Wg + bg
     for h in range(H):
         q_h = xw(tl.zeros([BLOCK_Q, BLOCK_DH], tl.float32), xq_ptr, row_off, q_ok, wq_ptr, h * DH, DH,
-                 D, BLOCK_DH, BLOCK_C, PRECISION).to(xq.dtype)  # [BLOCK_Q, BLOCK_DH]
+                 D, BLOCK_DH, BLOCK_C, PRECISION).to(dtype)  # [BLOCK_Q, BLOCK_DH]
         for v0 in range(0, DH, BLOCK_DV):  # a single pass unless the head is wider than BLOCK_DV
             a_h, _ = attend_head(
                 q_h, xkv_ptr, wk_ptr, wv_ptr, k_ptr, v_ptr, mask_ptr, b, h, v0, Lk, qk_scale,
                 stride_xkv_b, stride_xkv_l, stride_kv_b, stride_kv_l, stride_m_b,
                 D, DH, BLOCK_Q, BLOCK_K, BLOCK_DH, BLOCK_DV, BLOCK_C, KV_PROJECTED, PRECISION,
             )
-            a_h = a_h.to(xq.dtype)  # [BLOCK_Q, BLOCK_DV]
+            a_h = a_h.to(dtype)  # [BLOCK_Q, BLOCK_DV]
             w_rows = h * DH + v0 + offs_dv  # rows of Wo belonging to these value columns
             w_offs = w_rows[:, None] * D + offs_d[None, :]  # [BLOCK_DV, BLOCK_D]
             w_mask = ((v0 + offs_dv) < DH)[:, None] & d_ok[None, :]
@@ -69,8 +68,11 @@ def _gca_fwd_kernel(
     z_acc = xw(z_acc, xq_ptr, row_off, q_ok, wg_ptr, 0, D, D, BLOCK_D, BLOCK_C, PRECISION)
     bg = tl.load(bg_ptr + offs_d, mask=d_ok, other=0.0).to(tl.float32)  # [BLOCK_D]
     g = tl.sigmoid(z_acc + bg[None, :])  # forget gate  [BLOCK_Q, BLOCK_D]
-    out = g * o_acc + (1.0 - g) * xq.to(tl.float32)
-    tl.store(out_ptr + row_off[:, None] + offs_d[None, :], out.to(xq.dtype), mask=tile_mask)
+    tile = row_off[:, None] + offs_d[None, :]
+    tile_mask = q_ok[:, None] & d_ok[None, :]
+    xq = tl.load(xq_ptr + tile, mask=tile_mask, other=0.0).to(tl.float32)  # [BLOCK_Q, BLOCK_D]
+    out = g * o_acc + (1.0 - g) * xq
+    tl.store(out_ptr + tile, out.to(dtype), mask=tile_mask)
 
 
 def gca_forward(xq, xkv, kv_mask, wq, wk, wv, wo, wg, ug, bg, heads: int, out: torch.Tensor | None = None):
