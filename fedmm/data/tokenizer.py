@@ -14,10 +14,12 @@ import heapq
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from tokenizers import normalizers, pre_tokenizers
-from transformers import BertTokenizerFast, PreTrainedTokenizerFast
+
+if TYPE_CHECKING:   # transformers is imported lazily: training needs only `tokenizers`
+    from transformers import PreTrainedTokenizerFast
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 PREFIX = "##"
@@ -132,14 +134,14 @@ def load_tokenizer(path: str | os.PathLike) -> PreTrainedTokenizerFast:
     ``vocab.txt`` (as written by :func:`train_wordpiece`) becomes an uncased BERT
     WordPiece tokenizer.
     """
+    from transformers import AutoTokenizer, BertTokenizerFast, PreTrainedTokenizerFast
+
     p = Path(path)
     if p.is_file() and p.name == "vocab.txt":
         p = p.parent
     if not p.is_dir():
         raise FileNotFoundError(f"tokenizer folder not found: {p}")
     if (p / "tokenizer.json").is_file() or (p / "tokenizer_config.json").is_file():
-        from transformers import AutoTokenizer
-
         tok = AutoTokenizer.from_pretrained(str(p), local_files_only=True)
         if not isinstance(tok, PreTrainedTokenizerFast):
             raise TypeError(f"{p} does not hold a fast (tokenizers-backed) tokenizer")

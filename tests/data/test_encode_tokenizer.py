@@ -1,6 +1,7 @@
 """encode_split shapes/dtypes/corrupt images; WordPiece tokenizer round trip and determinism."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -48,10 +49,10 @@ def test_train_wordpiece_vocab_and_round_trip(tmp_path: Path, tokenizer) -> None
 
 def test_train_wordpiece_deterministic_across_processes(tmp_path: Path) -> None:
     train_wordpiece(CORPUS, tmp_path / "a", vocab_size=150)
-    code = ("import sys; from fedmm.data.tokenizer import train_wordpiece; "
-            "sys.path.insert(0, sys.argv[2]); from data.test_encode_tokenizer import CORPUS; "
-            "train_wordpiece(CORPUS, sys.argv[1], vocab_size=150)")
-    subprocess.run([sys.executable, "-c", code, str(tmp_path / "b"), str(Path(__file__).parents[1])], check=True)
+    (tmp_path / "corpus.json").write_text(json.dumps(CORPUS))
+    code = ("import json, sys; from fedmm.data.tokenizer import train_wordpiece; "
+            "train_wordpiece(json.load(open(sys.argv[2])), sys.argv[1], vocab_size=150)")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "b"), str(tmp_path / "corpus.json")], check=True)
     assert (tmp_path / "a" / "vocab.txt").read_bytes() == (tmp_path / "b" / "vocab.txt").read_bytes()
 
 
