@@ -75,6 +75,7 @@ class RunConfig:
     out: str = "runs"
     seed: int = 0
     device: str = "auto"
+    threads: int = 0                   # CPU threads for torch (0 = library default)
     cache: str = ""                    # where generated data lives (default: $FEDMM_CACHE or ~/.cache/fedmm)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

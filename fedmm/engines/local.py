@@ -66,6 +66,8 @@ def run_simulation(cfg: RunConfig, run_dir: Path, resume: bool = False, reporter
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.toml").write_text(to_toml(cfg))
     device = resolve_device(cfg.device)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
     strategy = strategy_from_config(cfg)
     fed: Federation = prepare_federation(cfg)
     for issue in fed.issues[:20]:
