@@ -2,7 +2,7 @@
 // aggregate.cpp includes this file inside one namespace per ISA, each wrapped in a
 // `#pragma GCC target(...)` region, and picks one at run time. Raw pointers only, and no
 // include guard on purpose (it is included several times). Needs <algorithm>, <cstdint>,
-// <cstring> and sortnet.hpp's Comparator included beforehand.
+// <cstring> and sortnet.hpp included beforehand.
 
 // One comparator over a row pair: element-wise (min, max) of kLen values.
 template <class T, int kLen>
@@ -89,6 +89,39 @@ bool sq_dists_tile(const T* const* x, int K, int len, double* D) {
       }
       D[a * K + b] += ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])) + tail;
     }
+  }
+  return bad == 0;
+}
+
+// out[p0 + t] = sum_k w[k] * bufs[k][p0 + t] for t < len (len <= kLen), accumulated in Acc.
+// Returns false if a result is NaN/Inf (a non-finite input, or overflow).
+template <class T, class Acc, int kLen>
+bool mean_tile(const T* const* bufs, const double* w, int K, int64_t p0, int len, T* __restrict__ out) {
+  alignas(64) Acc acc[kLen];
+  const T* __restrict__ x0 = bufs[0] + p0;
+  const Acc w0 = static_cast<Acc>(w[0]);
+  for (int t = 0; t < len; ++t) acc[t] = w0 * static_cast<Acc>(x0[t]);
+  int k = 1;
+  for (; k + 3 < K; k += 4) {  // four clients per sweep over the accumulator
+    const T* __restrict__ a = bufs[k] + p0;
+    const T* __restrict__ b = bufs[k + 1] + p0;
+    const T* __restrict__ c = bufs[k + 2] + p0;
+    const T* __restrict__ d = bufs[k + 3] + p0;
+    const Acc wa = w[k], wb = w[k + 1], wc = w[k + 2], wd = w[k + 3];
+    for (int t = 0; t < len; ++t) {
+      acc[t] += (wa * static_cast<Acc>(a[t]) + wb * static_cast<Acc>(b[t])) +
+                (wc * static_cast<Acc>(c[t]) + wd * static_cast<Acc>(d[t]));
+    }
+  }
+  for (; k < K; ++k) {
+    const T* __restrict__ a = bufs[k] + p0;
+    const Acc wa = w[k];
+    for (int t = 0; t < len; ++t) acc[t] += wa * static_cast<Acc>(a[t]);
+  }
+  int bad = 0;
+  for (int t = 0; t < len; ++t) {
+    out[t] = static_cast<T>(acc[t]);
+    bad |= !(acc[t] - acc[t] == Acc(0));  // NaN/Inf input (or overflow) poisons acc
   }
   return bad == 0;
 }

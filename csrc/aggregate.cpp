@@ -7,8 +7,11 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
+#include <utility>
 
+#include "agg_sort.hpp"
 #include "parallel.hpp"
 #include "sortnet.hpp"
 
@@ -34,7 +37,12 @@ namespace {
 
 // Elements per tile for the selection kernels: K rows of this many values per tile.
 template <class T>
-constexpr int kNetTile = 512 / sizeof(T);
+constexpr int kNetTile = kSortTileBytes / sizeof(T);
+
+// Elements per tile of the weighted mean (accumulator in L1).
+constexpr int kMeanTile = 2048;
+// Client counts up to this are sorted in registers (compile-time networks for 8, 16, 32).
+constexpr int kMaxStaticSort = 32;
 
 // The tile kernels of the best instruction set this CPU supports.
 template <class T>
@@ -44,12 +52,15 @@ struct TileOps {
   void (*median)(const T*, int, bool, T*, int);
   void (*trimmed)(const T*, int, int, T*, int);
   bool (*sq_dists)(const T* const*, int, int, double*);
+  bool (*mean64)(const T* const*, const double*, int, int64_t, int, T*);
+  bool (*mean_native)(const T* const*, const double*, int, int64_t, int, T*);
 };
 
-#define FEDMM_TILE_OPS(NS)                                                               \
-  TileOps<T> {                                                                           \
-    &NS::network_tile<T, kNetTile<T>>, &NS::gather_tile<T, kNetTile<T>>,                 \
-        &NS::median_tile<T, kNetTile<T>>, &NS::trimmed_tile<T, kNetTile<T>>, &NS::sq_dists_tile<T> \
+#define FEDMM_TILE_OPS(NS)                                                                          \
+  TileOps<T> {                                                                                      \
+    &NS::network_tile<T, kNetTile<T>>, &NS::gather_tile<T, kNetTile<T>>,                            \
+        &NS::median_tile<T, kNetTile<T>>, &NS::trimmed_tile<T, kNetTile<T>>,                        \
+        &NS::sq_dists_tile<T>, &NS::mean_tile<T, double, kMeanTile>, &NS::mean_tile<T, T, kMeanTile> \
   }
 
 template <class T>
@@ -61,45 +72,6 @@ TileOps<T> tile_ops() {
 }
 #undef FEDMM_TILE_OPS
 
-// ---- weighted mean ------------------------------------------------------------------
-template <class T, class Acc>
-bool mean_range(const std::vector<const T*>& bufs, const std::vector<double>& w, int64_t begin,
-                int64_t end, T* out) {
-  constexpr int kTile = 2048;
-  alignas(64) Acc acc[kTile];
-  const int K = static_cast<int>(bufs.size());
-  int bad = 0;
-  for (int64_t p0 = begin; p0 < end; p0 += kTile) {
-    const int len = static_cast<int>(std::min<int64_t>(kTile, end - p0));
-    const T* __restrict__ x0 = bufs[0] + p0;
-    const Acc w0 = static_cast<Acc>(w[0]);
-    for (int t = 0; t < len; ++t) acc[t] = w0 * static_cast<Acc>(x0[t]);
-    int k = 1;
-    for (; k + 3 < K; k += 4) {  // four clients per sweep over the accumulator
-      const T* __restrict__ a = bufs[k] + p0;
-      const T* __restrict__ b = bufs[k + 1] + p0;
-      const T* __restrict__ c = bufs[k + 2] + p0;
-      const T* __restrict__ d = bufs[k + 3] + p0;
-      const Acc wa = w[k], wb = w[k + 1], wc = w[k + 2], wd = w[k + 3];
-      for (int t = 0; t < len; ++t) {
-        acc[t] += (wa * static_cast<Acc>(a[t]) + wb * static_cast<Acc>(b[t])) +
-                  (wc * static_cast<Acc>(c[t]) + wd * static_cast<Acc>(d[t]));
-      }
-    }
-    for (; k < K; ++k) {
-      const T* __restrict__ a = bufs[k] + p0;
-      const Acc wa = w[k];
-      for (int t = 0; t < len; ++t) acc[t] += wa * static_cast<Acc>(a[t]);
-    }
-    T* __restrict__ o = out + p0;
-    for (int t = 0; t < len; ++t) {
-      o[t] = static_cast<T>(acc[t]);
-      bad |= !(acc[t] - acc[t] == Acc(0));  // NaN/Inf input (or overflow) poisons acc
-    }
-  }
-  return bad == 0;
-}
-
 // ---- selection-network kernels (median, trimmed mean) ---------------------------------
 // Per tile: copy K client slices into rows[K][tile], run the network pruned to ranks
 // [lo, hi), then finish(rows, p0, len) writes out[p0 : p0 + len].
@@ -107,18 +79,26 @@ template <class T, class Finish>
 bool network_kernel(const std::vector<const T*>& bufs, int64_t n, int lo, int hi, int n_threads,
                     Finish finish) {
   const int K = static_cast<int>(bufs.size());
-  const std::vector<Comparator> net = selection_network(K, lo, hi);
   const TileOps<T> ops = tile_ops<T>();
+  const TileSorts<T> sorts = tile_sorts<T>();
+  // K <= 32: full sort in registers of N >= K rows (padding rows hold +inf); otherwise a
+  // runtime network pruned to ranks [lo, hi).
+  void (*sort_static)(T*) = K <= 8 ? sorts.sort8 : K <= 16 ? sorts.sort16 : K <= kMaxStaticSort ? sorts.sort32 : nullptr;
+  const int n_rows = !sort_static ? K : K <= 8 ? 8 : K <= 16 ? 16 : kMaxStaticSort;
+  const std::vector<Comparator> net = sort_static ? std::vector<Comparator>() : selection_network(K, lo, hi);
   std::atomic<bool> ok{true};
   parallel_ranges(n, n_threads, kNetTile<T>, [&](int64_t begin, int64_t end, int) {
-    // rows [K, tile], 64-byte aligned: unaligned rows split every SIMD access in two.
-    std::vector<T> storage(static_cast<size_t>(K) * kNetTile<T> + 64 / sizeof(T), T(0));
+    // rows [n_rows, tile], 64-byte aligned: unaligned rows split every SIMD access in two.
+    std::vector<T> storage(static_cast<size_t>(n_rows) * kNetTile<T> + 64 / sizeof(T), T(0));
     T* rows = reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(storage.data()) + 63) & ~uintptr_t{63});
+    std::fill(rows + static_cast<size_t>(K) * kNetTile<T>, rows + static_cast<size_t>(n_rows) * kNetTile<T>,
+              std::numeric_limits<T>::infinity());
     bool fine = true;
     for (int64_t p0 = begin; p0 < end; p0 += kNetTile<T>) {
       const int len = static_cast<int>(std::min<int64_t>(kNetTile<T>, end - p0));
       fine &= ops.gather(bufs.data(), K, p0, len, rows);
-      ops.network(net.data(), static_cast<int>(net.size()), rows);  // full tile; extra lanes ignored
+      if (sort_static) sort_static(rows);  // full tile; lanes past len are ignored
+      else ops.network(net.data(), static_cast<int>(net.size()), rows);
       finish(ops, rows, p0, len);
     }
     if (!fine) ok = false;
@@ -132,10 +112,16 @@ template <class T>
 bool weighted_mean(const std::vector<const T*>& bufs, const std::vector<double>& w, int64_t n,
                    T* out, bool acc64, int n_threads) {
   if (bufs.empty() || bufs.size() != w.size()) throw std::invalid_argument("weighted_mean: bad sizes");
+  const TileOps<T> ops = tile_ops<T>();
+  const auto tile = acc64 ? ops.mean64 : ops.mean_native;
+  const int K = static_cast<int>(bufs.size());
   std::atomic<bool> ok{true};
-  parallel_ranges(n, n_threads, 2048, [&](int64_t begin, int64_t end, int) {
-    bool fine = acc64 ? mean_range<T, double>(bufs, w, begin, end, out)
-                      : mean_range<T, T>(bufs, w, begin, end, out);
+  parallel_ranges(n, n_threads, kMeanTile, [&](int64_t begin, int64_t end, int) {
+    bool fine = true;
+    for (int64_t p0 = begin; p0 < end; p0 += kMeanTile) {
+      const int len = static_cast<int>(std::min<int64_t>(kMeanTile, end - p0));
+      fine &= tile(bufs.data(), w.data(), K, p0, len, out + p0);
+    }
     if (!fine) ok = false;
   });
   return ok;

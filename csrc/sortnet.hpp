@@ -41,4 +41,31 @@ inline std::vector<Comparator> selection_network(int n, int lo, int hi) {
   return std::vector<Comparator>(kept.rbegin(), kept.rend());
 }
 
+// ---- compile-time networks (for sorting rows held in SIMD registers) ---------------------
+struct StaticComparator {
+  int a, b;
+};
+
+// Comparators of Batcher's odd-even merge sort for N (a power of two); writes them to
+// out (if non-null) and returns their number.
+constexpr int batcher_pairs(int N, StaticComparator* out) {
+  int m = 0;
+  for (int p = 1; p < N; p <<= 1)
+    for (int k = p; k >= 1; k >>= 1)
+      for (int j = k % p; j + k < N; j += 2 * k)
+        for (int i = 0; i < k && i + j + k < N; ++i)
+          if ((i + j) / (2 * p) == (i + j + k) / (2 * p)) {
+            if (out) out[m] = StaticComparator{i + j, i + j + k};
+            ++m;
+          }
+  return m;
+}
+
+template <int N>
+struct StaticNetwork {
+  static constexpr int kSize = batcher_pairs(N, nullptr);
+  StaticComparator c[kSize];
+  constexpr StaticNetwork() : c() { batcher_pairs(N, c); }
+};
+
 }  // namespace fedmm

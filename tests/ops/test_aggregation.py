@@ -49,6 +49,18 @@ def ref_trimmed(bufs, trim):
     return srt[t:len(bufs) - t].mean(axis=0)
 
 
+def assert_trimmed_close(got, bufs, trim):
+    """Same middle values as the sorted reference; only the float64 summation order may
+    differ (bounded relative to the mean |middle value|), then one rounding to the dtype."""
+    t = int(np.floor(trim * len(bufs)))
+    srt = np.sort(np.stack([b.astype(np.float64) for b in bufs]), axis=0)  # [K, P]
+    ref = srt[t:len(bufs) - t].mean(axis=0)
+    scale = np.abs(srt[t:len(bufs) - t]).mean(axis=0)
+    bound = 4 * len(bufs) * np.finfo(np.float64).eps * scale + np.spacing(np.abs(ref).astype(got.dtype))
+    err = np.abs(got.astype(np.float64) - ref)
+    assert np.all(err <= bound), f"max excess {np.max(err - bound)}"
+
+
 def ref_krum(bufs, f):
     x = np.stack([b.astype(np.float64) for b in bufs])  # [K, P]
     K = len(bufs)
@@ -114,12 +126,31 @@ def test_random_against_float64_reference(backend, dtype, K, P):
     mean = aggregate(bufs, w, "mean", backend=backend)
     assert mean.dtype == dtype and mean.shape == (P,)
     assert_mean_close(mean, bufs, w)
-    # selection results are exact: same values, same rounding as the float64 reference
+    # the median is exact: same values, same rounding as the float64 reference
     np.testing.assert_array_equal(aggregate(bufs, method="median", backend=backend), ref_median(bufs).astype(dtype))
-    for trim in (0.0, 0.1, 0.25, 0.49):
+    # trims cover t = 0 and large t (sorting network) and 1 <= t <= 8 (threshold kernel)
+    for trim in (0.0, 0.05, 0.1, 0.25, 0.49):
+        got = aggregate(bufs, method="trimmed_mean", trim=trim, backend=backend)
+        assert got.dtype == dtype
+        assert_trimmed_close(got, bufs, trim)
+    np.testing.assert_allclose(krum_scores(bufs, 1, backend=backend), ref_krum(bufs, 1), rtol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("K", [3, 10, 30, 41])
+def test_trimmed_mean_ties_exact(backend, dtype, K):
+    """Small integers: many ties at the trim thresholds (and all-equal columns, where the
+    lower and upper thresholds coincide); sums are exact, so results must be equal."""
+    rng = np.random.default_rng(K)
+    bufs = [rng.integers(0, 3, 1500).astype(dtype) for _ in range(K)]
+    bufs[0][:100] = 7  # one client far above the rest
+    for b in bufs:
+        b[200:300] = 1  # every client equal
+    for t in range(0, (K - 1) // 2 + 1):
+        trim = (t + 0.25) / K  # floor(trim * K) == t, and trim < 0.5
         got = aggregate(bufs, method="trimmed_mean", trim=trim, backend=backend)
         np.testing.assert_array_equal(got, ref_trimmed(bufs, trim).astype(dtype))
-    np.testing.assert_allclose(krum_scores(bufs, 1, backend=backend), ref_krum(bufs, 1), rtol=1e-12)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
