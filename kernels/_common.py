@@ -54,7 +54,9 @@ def tile_config(Lq: int, Lk: int, d: int, heads: int, dtype: torch.dtype) -> dic
     block_d = block_len(d, 1 << 30)
     block_dh = block_len(d // heads, 1 << 30)
     rows = max(16, TILE_BYTES // (block_d * dtype.itemsize))  # weight rows per TILE_BYTES tile
-    q_cap = 64 if block_d <= 128 and dtype != torch.float32 else 32  # fp32 (FMA dots) spills with 64
+    q_cap = 64 if block_d <= 128 else 32
+    if dtype == torch.float32:  # fp32 dots run on FMA units with larger register tiles: halve the rows
+        q_cap //= 2
     cfg = dict(
         BLOCK_Q=block_len(Lq, q_cap),
         BLOCK_K=block_len(Lk, 64 if block_dh <= 128 else 32),

@@ -120,6 +120,7 @@ def _attn_bwd_dq_kernel(
     offs_dh = tl.arange(0, BLOCK_DH)
     q_h, da_h, lse2, delta = _load_query_side(q_ptr, attn_ptr, dattn_ptr, lse_ptr, b, h, offs_q, offs_dh, Lq,
                                               stride_q_b, stride_q_l, H, DH)
+    dtype = q_ptr.dtype.element_ty
     dq = tl.zeros([BLOCK_Q, BLOCK_DH], tl.float32)
     for k0 in range(0, Lk, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
@@ -127,9 +128,9 @@ def _attn_bwd_dq_kernel(
                                         stride_kv_b, stride_kv_l, stride_m_b, DH)
         valid = (offs_q < Lq)[:, None] & k_ok[None, :]
         _, ds = _score_grad(q_h, k_h, v_h, da_h, lse2, delta, valid, qk_scale, PRECISION)
-        dq += tl.dot(ds.to(k_h.dtype), k_h, input_precision=PRECISION)
+        dq += tl.dot(ds.to(dtype), k_h, input_precision=PRECISION)
     dq_offs = (b * stride_dq_b + offs_q * stride_dq_l)[:, None] + h * DH + offs_dh[None, :]
-    tl.store(dq_ptr + dq_offs, (dq * sm_scale).to(k_h.dtype), mask=(offs_q < Lq)[:, None] & (offs_dh < DH)[None, :])
+    tl.store(dq_ptr + dq_offs, (dq * sm_scale).to(dtype), mask=(offs_q < Lq)[:, None] & (offs_dh < DH)[None, :])
 
 
 def attn_bwd_config(Lq: int, Lk: int, dh: int, dtype: torch.dtype) -> dict:
