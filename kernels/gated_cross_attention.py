@@ -70,7 +70,8 @@ class GatedCrossAttentionFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout):
         xq, xkv, kv_mask, *weights = ctx.saved_tensors
-        dxq, dxkv, *dweights = gca_backward(dout, xq, xkv, kv_mask, *weights, ctx.heads)
+        with torch.autocast(xq.device.type, enabled=False):
+            dxq, dxkv, *dweights = gca_backward(dout.to(xq.dtype), xq, xkv, kv_mask, *weights, ctx.heads)
         return (dxq, dxkv, None, *dweights, None)
 
 
@@ -79,15 +80,21 @@ def gated_cross_attention_triton(xq, xkv, kv_mask, wq, wk, wv, wo, wg, ug, bg, h
 
     xq [B, Lq, d], xkv [B, Lk, d], kv_mask [B, Lk] bool (True = valid key),
     wq, wk, wv, wo, wg, ug [d, d] (applied as ``x @ W``), bg [d]; one dtype among
-    float32 / float16 / bfloat16 for all of them. Returns ``out`` [B, Lq, d].
+    float32 / float16 / bfloat16 for all of them (under autocast: all are cast to
+    the autocast dtype, gradients flow back in the original dtypes). Returns
+    ``out`` [B, Lq, d].
     Rows whose keys are all masked get ``O = 0``, i.e. ``out = (1 - G) * xq``.
     """
     tensors = (xq, xkv, wq, wk, wv, wo, wg, ug, bg)
+    device_type = xq.device.type
+    if torch.is_autocast_enabled(device_type):  # run in the autocast dtype, like the matmuls it replaces
+        tensors = tuple(t.to(torch.get_autocast_dtype(device_type)) for t in tensors)
     dtypes = {t.dtype for t in tensors}
-    if len(dtypes) != 1 or xq.dtype not in SUPPORTED_DTYPES:
+    if len(dtypes) != 1 or tensors[0].dtype not in SUPPORTED_DTYPES:
         raise TypeError(f"gated_cross_attention_triton needs one dtype among {SUPPORTED_DTYPES}; got {dtypes}")
     if kv_mask.dtype != torch.bool:
         raise TypeError(f"kv_mask must be bool; got {kv_mask.dtype}")
     if len({t.device for t in (*tensors, kv_mask)}) != 1:
         raise ValueError("all tensors must be on the same device")
-    return GatedCrossAttentionFunction.apply(xq, xkv, kv_mask, wq, wk, wv, wo, wg, ug, bg, heads)
+    with torch.autocast(device_type, enabled=False):
+        return GatedCrossAttentionFunction.apply(tensors[0], tensors[1], kv_mask, *tensors[2:], heads)

@@ -165,6 +165,18 @@ def test_dispatch_reaches_kernels_and_validates(monkeypatch):
         gated_cross_attention(inputs[0], inputs[1], mask, *inputs[2:], 2, backend="triton")
 
 
+@on_interpreter
+def test_interpreter_autocast_runs_in_autocast_dtype(poison):
+    """Under autocast, float32 inputs/weights run in the autocast dtype; gradients return as float32."""
+    inputs, mask, dout = make_case(2, 5, 7, 32, 2, torch.float32, "cpu")
+    with torch.autocast("cpu", dtype=torch.float16):
+        got = run(inputs, mask, dout, 2, triton_fn)
+    assert got[0].dtype == torch.float16 and all(g.dtype == torch.float32 for g in got[1:])
+    ref = reference([t.half() for t in inputs], mask, dout.half(), 2)
+    errors = {n: rel_err(x, r) for n, x, r in zip(NAMES, got, ref)}
+    assert all(e <= TOL[torch.float16] for e in errors.values()), errors
+
+
 def test_public_function_rejects_mixed_dtypes():
     inputs, mask, _ = make_case(1, 2, 2, 16, 1, torch.float32, "cpu")
     inputs[3] = inputs[3].double()
