@@ -35,8 +35,11 @@ def empty(shape, *, like: torch.Tensor, dtype: torch.dtype | None = None) -> tor
 
 
 def dot_precision(dtype: torch.dtype) -> str:
-    """fp32 inputs use exact fp32 products (no TF32); 16-bit inputs ignore this setting."""
-    return "ieee" if dtype == torch.float32 else "tf32"
+    """``tl.dot`` precision, following PyTorch's float32 matmul policy: exact fp32 products by
+    default, TF32 after ``torch.set_float32_matmul_precision("high")``; 16-bit inputs ignore it."""
+    if dtype == torch.float32 and torch.get_float32_matmul_precision() == "highest":
+        return "ieee"
+    return "tf32"
 
 
 def block_len(n: int, cap: int) -> int:

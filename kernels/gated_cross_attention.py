@@ -12,8 +12,9 @@ besides the inputs. Backward (recomputation, no stored probabilities):
    ``dWo = attn^T dOg + (attn^T dZ) Ug^T``, ``dUg = Wo^T (attn^T dZ)``,
    ``dxq += [dQ | dZ] [Wq | Wg]^T``, ``dxkv = [dK | dV] [Wk | Wv]^T``.
 
-All kernel arithmetic accumulates in fp32; fp32 inputs use exact fp32 dot
-products (no TF32).
+All kernel arithmetic accumulates in fp32. fp32 inputs follow PyTorch's float32
+matmul precision: exact fp32 dot products by default, TF32 when
+``torch.get_float32_matmul_precision()`` is not "highest".
 """
 from __future__ import annotations
 

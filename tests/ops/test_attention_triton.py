@@ -40,6 +40,15 @@ on_interpreter = pytest.mark.skipif(
 on_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
+@pytest.fixture(autouse=True)
+def exact_fp32():
+    """The fp32 tolerance assumes exact fp32 products (PyTorch's default matmul precision)."""
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    yield
+    torch.set_float32_matmul_precision(previous)
+
+
 @pytest.fixture
 def poison(monkeypatch):
     """Make every kernel output buffer start as NaN, so an unwritten element cannot pass."""
@@ -175,6 +184,12 @@ def test_interpreter_autocast_runs_in_autocast_dtype(poison):
     ref = reference([t.half() for t in inputs], mask, dout.half(), 2)
     errors = {n: rel_err(x, r) for n, x, r in zip(NAMES, got, ref)}
     assert all(e <= TOL[torch.float16] for e in errors.values()), errors
+
+
+def test_fp32_dot_precision_follows_torch_setting():
+    assert _common.dot_precision(torch.float32) == "ieee"
+    torch.set_float32_matmul_precision("high")  # restored by the exact_fp32 fixture
+    assert _common.dot_precision(torch.float32) == "tf32"
 
 
 def test_public_function_rejects_mixed_dtypes():
