@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <utility>
 
+#include "isa.hpp"
 #include "sortnet.hpp"
 
 #pragma GCC push_options
@@ -39,10 +40,11 @@ namespace fedmm {
 template <class T>
 TileSorts<T> tile_sorts() {
   constexpr int kLen = kSortTileBytes / sizeof(T);
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f")) return FEDMM_SORT_OPS(sort_avx512, T, kLen);
-  if (__builtin_cpu_supports("avx2")) return FEDMM_SORT_OPS(sort_avx2, T, kLen);
-  return FEDMM_SORT_OPS(sort_base, T, kLen);
+  switch (active_isa()) {
+    case Isa::kAvx512: return FEDMM_SORT_OPS(sort_avx512, T, kLen);
+    case Isa::kAvx2: return FEDMM_SORT_OPS(sort_avx2, T, kLen);
+    default: return FEDMM_SORT_OPS(sort_base, T, kLen);
+  }
 }
 #undef FEDMM_SORT_OPS
 

@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "agg_sort.hpp"
+#include "isa.hpp"
 #include "parallel.hpp"
 #include "sortnet.hpp"
 
@@ -65,10 +66,11 @@ struct TileOps {
 
 template <class T>
 TileOps<T> tile_ops() {
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f")) return FEDMM_TILE_OPS(isa_avx512);
-  if (__builtin_cpu_supports("avx2")) return FEDMM_TILE_OPS(isa_avx2);
-  return FEDMM_TILE_OPS(isa_base);
+  switch (active_isa()) {
+    case Isa::kAvx512: return FEDMM_TILE_OPS(isa_avx512);
+    case Isa::kAvx2: return FEDMM_TILE_OPS(isa_avx2);
+    default: return FEDMM_TILE_OPS(isa_base);
+  }
 }
 #undef FEDMM_TILE_OPS
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "aggregate.hpp"
+#include "isa.hpp"
 #include "lsa.hpp"
 #include "parallel.hpp"
 
@@ -142,5 +143,20 @@ costs: a 3-D float array [B, rows, cols] or a sequence of 2-D float arrays (shap
 differ). Returns a list of (row_ind, col_ind); errors name the failing instance.)doc");
   m.def("hardware_threads", [] { return fedmm::resolve_threads(0); },
         "Default thread count (std::thread::hardware_concurrency).");
+  m.def("cpu_isa", [] { return std::string(fedmm::isa_name(fedmm::cpu_isa())); },
+        "Best SIMD instruction set of this CPU among those compiled: avx512, avx2 or base.");
+  m.def(
+      "set_isa",
+      [](const std::string& cap) {
+        fedmm::Isa isa = cap == "avx512" ? fedmm::Isa::kAvx512
+                         : cap == "avx2" ? fedmm::Isa::kAvx2
+                         : cap == "base" ? fedmm::Isa::kBase
+                                         : throw py::value_error("set_isa: expected avx512, avx2 or base");
+        return std::string(fedmm::isa_name(fedmm::set_isa_cap(isa)));
+      },
+      py::arg("cap"),
+      R"doc(Cap the SIMD instruction set used by the kernels, process-wide (for testing the
+fallback paths; "avx512" removes the cap). Returns the instruction set now active. All
+paths compute identical assignments and medians; float sums may differ in the last bit.)doc");
   bind_aggregate(m);
 }

@@ -11,6 +11,8 @@
 // shortest augmenting path has infinite length proves the matrix infeasible.
 #include "lsa.hpp"
 
+#include "isa.hpp"
+
 #include <algorithm>
 #include <climits>
 #include <cmath>
@@ -53,14 +55,12 @@ struct RowOps {
   RowOps<T, kNeg> { &NS::row_entries_ok<T, kNeg>, &NS::row_min2<T, kNeg>, &NS::column_min_update<T, kNeg> }
 
 template <class T, bool kNeg>
-const RowOps<T, kNeg>& row_ops() {
-  static const RowOps<T, kNeg> ops = [] {
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) return FEDMM_ROW_OPS(lsa_avx512);
-    if (__builtin_cpu_supports("avx2")) return FEDMM_ROW_OPS(lsa_avx2);
-    return FEDMM_ROW_OPS(lsa_base);
-  }();
-  return ops;
+RowOps<T, kNeg> row_ops() {
+  switch (active_isa()) {
+    case Isa::kAvx512: return FEDMM_ROW_OPS(lsa_avx512);
+    case Isa::kAvx2: return FEDMM_ROW_OPS(lsa_avx2);
+    default: return FEDMM_ROW_OPS(lsa_base);
+  }
 }
 #undef FEDMM_ROW_OPS
 
@@ -324,7 +324,7 @@ class JvSolver {
   MatrixView<T> c_;
   int nr_, nc_;
   Workspace& ws_;
-  const RowOps<T, kMax>& ops_ = row_ops<T, kMax>();
+  const RowOps<T, kMax> ops_ = row_ops<T, kMax>();
   std::vector<double>& v_ = ws_.v;           // [nc] column prices
   std::vector<int>& row4col_ = ws_.row4col;  // [nc] assigned row or -1
   std::vector<int>& col4row_ = ws_.col4row;  // [nr] assigned column or -1

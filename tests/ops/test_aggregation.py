@@ -136,6 +136,43 @@ def test_random_against_float64_reference(backend, dtype, K, P):
     np.testing.assert_allclose(krum_scores(bufs, 1, backend=backend), ref_krum(bufs, 1), rtol=1e-12)
 
 
+ISAS = ["base", "avx2", "avx512"]
+
+
+@pytest.fixture(params=ISAS)
+def isa(request):
+    """Run a test with the C++ kernels capped to one instruction set (skip if unsupported)."""
+    if not HAVE_CPP:
+        pytest.skip("fedmm._C (C++ core) is not built")
+    from fedmm import _C
+
+    if ISAS.index(request.param) > ISAS.index(_C.cpu_isa()):
+        pytest.skip(f"CPU lacks {request.param}")
+    assert _C.set_isa(request.param) == request.param
+    yield request.param
+    _C.set_isa("avx512")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_isa_against_float64_reference(isa, dtype):
+    """Each instruction set's kernels: 8/16/32-row register sorts, runtime network, mean, krum."""
+    rng = np.random.default_rng(11)
+    for K, P in [(5, 1001), (13, 777), (30, 2050), (41, 515)]:
+        bufs = [rng.standard_normal(P).astype(dtype) for _ in range(K)]
+        bufs[1][::5] = 1e30
+        w = rng.random(K) + 0.1
+        assert_mean_close(aggregate(bufs, w, backend="cpp"), bufs, w)
+        np.testing.assert_array_equal(aggregate(bufs, method="median", backend="cpp"), ref_median(bufs).astype(dtype))
+        for trim in (0.0, 0.1, 0.3):
+            assert_trimmed_close(aggregate(bufs, method="trimmed_mean", trim=trim, backend="cpp"), bufs, trim)
+        np.testing.assert_allclose(krum_scores(bufs, 1, backend="cpp"), ref_krum(bufs, 1), rtol=1e-12)
+        poisoned = [b.copy() for b in bufs]
+        poisoned[K - 1][P - 1] = np.nan  # last element: the partial tile
+        for method in ("mean", "median", "trimmed_mean"):
+            with pytest.raises(ValueError, match=f"client {K - 1} has a non-finite value"):
+                aggregate(poisoned, method=method, backend="cpp")
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("K", [3, 10, 30, 41])
