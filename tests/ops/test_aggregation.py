@@ -267,6 +267,20 @@ def test_argument_errors(backend):
         krum_scores([np.ones(4), np.array([1.0, np.inf, 0, 0])], 0, backend=backend)
 
 
+@needs_cpp
+def test_gil_released_during_aggregation():
+    import threading
+
+    bufs = [np.random.default_rng(k).standard_normal(1_000_000).astype(np.float32) for k in range(16)]
+    worker = threading.Thread(target=lambda: [aggregate(bufs, method="median", backend="cpp", n_threads=1)
+                                              for _ in range(3)])
+    ticks = 0
+    worker.start()
+    while worker.is_alive():
+        ticks += 1
+    assert ticks > 1000  # with the GIL held the main thread would be stalled
+
+
 # ---- dispatch ----------------------------------------------------------------------------
 @pytest.fixture
 def no_extension(monkeypatch):

@@ -304,6 +304,25 @@ def test_batch_error_names_instance(backend):
         linear_sum_assignment_batch(np.stack([ok, np.diag([1.0, np.nan, 1.0])]), backend=backend)
 
 
+def _main_thread_progress(fn) -> int:
+    """Loop iterations the calling thread makes while ``fn`` runs in another thread."""
+    import threading
+
+    worker = threading.Thread(target=fn)
+    ticks = 0
+    worker.start()
+    while worker.is_alive():
+        ticks += 1
+    return ticks
+
+
+@needs_cpp
+def test_gil_released_during_solve():
+    cost = np.random.default_rng(4).random((900, 900))
+    # with the GIL held for the whole solve the main thread would be stalled (a handful of ticks)
+    assert _main_thread_progress(lambda: linear_sum_assignment(cost, backend="cpp")) > 1000
+
+
 # ---- dispatch ----------------------------------------------------------------------------
 @pytest.fixture
 def no_extension(monkeypatch):
