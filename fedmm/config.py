@@ -33,8 +33,8 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    local_epochs: int = 1
-    batch_size: int = 32
+    local_epochs: int = 2
+    batch_size: int = 16
     lr: float = 2e-3
     weight_decay: float = 1e-4
     kd_weight: float = 1.0
@@ -48,7 +48,7 @@ class TrainConfig:
 @dataclass
 class FedConfig:
     strategy: str = "fedmm"            # fedmm | fedavg | fedprox | local | centralized
-    rounds: int = 8
+    rounds: int = 6
     weighting: str = "performance"     # performance | samples | uniform
     tau: float = 0.1                   # performance weighting temperature
     aggregation: str = "mean"          # mean | median | trimmed_mean | krum
@@ -86,7 +86,7 @@ class RunConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     "smoke": {"data.n_samples": 900, "data.n_clients": 6, "data.n_image_only": 1, "data.n_text_only": 1,
-              "data.public_size": 100, "fed.rounds": 2, "fed.n_centers": 6, "fed.local_centers": 4,
+              "data.public_size": 100, "fed.rounds": 3, "fed.n_centers": 6, "fed.local_centers": 4,
               "train.kd_public_per_round": 48, "fed.calib_steps": 5},
 }
 

@@ -140,7 +140,9 @@ def client_round(data: ClientData, broadcast: Message, cfg, strategy: Strategy, 
     if r > 0:
         store.load(model, r - 1)
     generator = torch.Generator().manual_seed(stable_seed(seed, r, data.index, 2))
-    result, score = run_client_training(model, data, broadcast, strategy, cfg, generator, device)
+    with torch.random.fork_rng(devices=[]):  # dropout draws from the global generator: seed it, then restore
+        torch.manual_seed(stable_seed(seed, r, data.index, 4))
+        result, score = run_client_training(model, data, broadcast, strategy, cfg, generator, device)
     arrays: dict[str, np.ndarray] = {}
     if strategy.share:
         head_state = model_state(model.head)

@@ -182,7 +182,9 @@ def server_round(state: ServerState, uploads: list[Message], strategy: Strategy,
     gv = None
     if strategy.prototypes:
         head.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in shared.items()})
-        gv = run_clustering_and_fusion(uploads, head, f, head.classifier.net[-1].out_features, seed * 7919 + r)
+        with torch.random.fork_rng(devices=[]):  # calibration uses dropout: make it a function of the round
+            torch.manual_seed(seed * 7919 + r)
+            gv = run_clustering_and_fusion(uploads, head, f, head.classifier.net[-1].out_features, seed * 7919 + r)
         if gv is not None:
             shared = {k: v.detach().numpy().copy() for k, v in head.state_dict().items()}
     new = ServerState(r + 1, shared, gv)

@@ -32,14 +32,16 @@ class ImageEncoder(nn.Module):
             if any(k.startswith("features.") for k in missing):
                 raise ValueError(f"{weights_file}: not a torchvision mobilenet_v3_{arch} state dict "
                                  f"(missing {len(missing)} feature weights, e.g. {missing[0]})")
-        self.features = net.features
+        # channels_last runs MobileNet's depthwise convolutions markedly faster on CPU
+        self.features = net.features.to(memory_format=torch.channels_last)
         self.out_dim = net.features[-1].out_channels
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.float().div(255.0).expand(-1, 3, -1, -1)  # [B, 3, S, S]
-        fmap = self.features((x - self.mean) / self.std)  # [B, C, h, w]
+        x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        fmap = self.features(x)  # [B, C, h, w]
         return fmap.flatten(2).transpose(1, 2)  # [B, h*w, C]
 
 
