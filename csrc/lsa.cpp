@@ -48,11 +48,15 @@ template <class T, bool kNeg>
 struct RowOps {
   bool (*entries_ok)(const T*, int);
   void (*row_min2)(const T*, const double*, int, double*, int*, double*, int*);
-  void (*column_min_update)(const T*, int, int, double*, int*);
+  bool (*column_min_update)(const T*, int, int, double*, int*);
+  void (*relax_argmin)(const T*, const double*, double, int, double*, int*, const int*, int, double*, int*);
 };
 
-#define FEDMM_ROW_OPS(NS) \
-  RowOps<T, kNeg> { &NS::row_entries_ok<T, kNeg>, &NS::row_min2<T, kNeg>, &NS::column_min_update<T, kNeg> }
+#define FEDMM_ROW_OPS(NS)                                                                           \
+  RowOps<T, kNeg> {                                                                                 \
+    &NS::row_entries_ok<T, kNeg>, &NS::row_min2<T, kNeg>, &NS::column_min_update<T, kNeg>,          \
+        &NS::relax_argmin<T, kNeg>                                                                  \
+  }
 
 template <class T, bool kNeg>
 RowOps<T, kNeg> row_ops() {
@@ -66,8 +70,8 @@ RowOps<T, kNeg> row_ops() {
 
 // Scratch arrays, reused by every solve on the same thread (no allocation per call).
 struct Workspace {
-  std::vector<double> v, d;
-  std::vector<int> row4col, col4row, free, next, matches, pred, cols, argmin;
+  std::vector<double> v, d, settled_d;
+  std::vector<int> row4col, col4row, free, next, matches, pred, settled, argmin;
   std::vector<int64_t> order;
 };
 
@@ -85,15 +89,16 @@ class JvSolver {
 
   // On kOk, the workspace's col4row[nr] holds the assigned column of every row.
   LsaStatus run() {
-    if (!entries_valid()) return LsaStatus::kInvalid;
     v_.assign(nc_, 0.0);
     row4col_.assign(nc_, -1);
     col4row_.assign(nr_, -1);
     free_.clear();
     if (nr_ == nc_) {
-      if (!column_reduction()) return LsaStatus::kInfeasible;
+      LsaStatus st = column_reduction();  // validates the entries on the way
+      if (st != LsaStatus::kOk) return st;
       reduction_transfer();
     } else {
+      if (!entries_valid()) return LsaStatus::kInvalid;
       free_.resize(nr_);
       std::iota(free_.begin(), free_.end(), 0);
     }
@@ -102,7 +107,6 @@ class JvSolver {
     }
     d_.resize(nc_);
     pred_.resize(nc_);
-    cols_.resize(nc_);
     for (int f : free_) {
       if (!augment(f)) return LsaStatus::kInfeasible;
     }
@@ -133,19 +137,21 @@ class JvSolver {
   }
 
   // v[j] = min_i c_ij, assigning each column's argmin row when that row is still free
-  // (or when this column is cheaper for it). Rows never chosen become free.
-  bool column_reduction() {
+  // (or when this column is cheaper for it). Rows never chosen become free. Also checks
+  // every entry (kInvalid) and that no column is entirely forbidden (kInfeasible).
+  LsaStatus column_reduction() {
     std::vector<int>& argmin = ws_.argmin;  // [nc]
     argmin.assign(nc_, 0);
     std::fill(v_.begin(), v_.end(), kInf);
     for (int i = 0; i < nr_; ++i) {    // row-major sweep keeps the reads sequential
       const T* r = row(i);
       if (kUnit) {
-        ops_.column_min_update(r, nc_, i, v_.data(), argmin.data());
+        if (!ops_.column_min_update(r, nc_, i, v_.data(), argmin.data())) return LsaStatus::kInvalid;
         continue;
       }
       for (int j = 0; j < nc_; ++j) {
         double x = at(r, j);
+        if (x != x || x == -kInf) return LsaStatus::kInvalid;
         bool lt = x < v_[j];
         v_[j] = lt ? x : v_[j];
         argmin[j] = lt ? i : argmin[j];
@@ -153,7 +159,7 @@ class JvSolver {
     }
     matches_.assign(nr_, 0);
     for (int j = nc_ - 1; j >= 0; --j) {
-      if (v_[j] == kInf) return false;  // column with only forbidden entries
+      if (v_[j] == kInf) return LsaStatus::kInfeasible;  // column with only forbidden entries
       int i = argmin[j];
       if (matches_[i]++ == 0) {
         col4row_[i] = j;
@@ -164,7 +170,7 @@ class JvSolver {
         row4col_[j] = i;
       }
     }
-    return true;
+    return LsaStatus::kOk;
   }
 
   // Rows matched exactly once pass their slack to their column's price; unmatched rows
@@ -251,72 +257,57 @@ class JvSolver {
     return true;
   }
 
-  // Shortest augmenting path from free row f (Dijkstra over reduced costs). cols_ holds a
-  // permutation of the columns: [0, low) scanned ("ready"), [low, up) at the current minimum
-  // distance ("todo"), [up, nc) not yet reached at minimum distance.
-  bool augment(int f) {
-    const T* rf = row(f);
+  // Relax all columns through row i (offset h) and pick the next column to settle; see
+  // relax_argmin in lsa_kernels.hpp (this scalar copy serves strided rows).
+  void relax(int i, double h, double& best, int& bj) {
+    if (kUnit) {
+      ops_.relax_argmin(row(i), v_.data(), h, i, d_.data(), pred_.data(), row4col_.data(), nc_, &best, &bj);
+      return;
+    }
+    const T* r = row(i);
+    best = kInf;
+    bj = INT_MAX;
+    bool best_free = false;
     for (int j = 0; j < nc_; ++j) {
-      d_[j] = at(rf, j) - v_[j];
-      pred_[j] = f;
-      cols_[j] = j;
-    }
-    int low = 0, up = 0, end = -1;
-    double mn = 0.0;
-    while (end < 0) {
-      if (up == low) {  // collect the columns at the next minimum distance
-        mn = d_[cols_[up++]];
-        for (int k = up; k < nc_; ++k) {
-          int j = cols_[k];
-          double h = d_[j];
-          if (h <= mn) {
-            if (h < mn) {
-              up = low;
-              mn = h;
-            }
-            cols_[k] = cols_[up];
-            cols_[up++] = j;
-          }
-        }
-        if (mn == kInf) return false;  // no free column reachable
-        for (int k = low; k < up; ++k) {
-          if (row4col_[cols_[k]] < 0) {
-            end = cols_[k];
-            break;
-          }
-        }
-        if (end >= 0) break;
+      double cand = at(r, j) - v_[j] - h;
+      if (cand < d_[j]) {
+        d_[j] = cand;
+        pred_[j] = i;
       }
-      int j1 = cols_[low++];  // scan one todo column through its row
-      int i = row4col_[j1];
-      const T* r = row(i);
-      double h = at(r, j1) - v_[j1] - mn;
-      for (int k = up; k < nc_; ++k) {
-        int j = cols_[k];
-        double v2 = at(r, j) - v_[j] - h;
-        if (v2 < d_[j]) {
-          pred_[j] = i;
-          if (v2 == mn) {
-            if (row4col_[j] < 0) {
-              end = j;
-              break;
-            }
-            cols_[k] = cols_[up];
-            cols_[up++] = j;
-          }
-          d_[j] = v2;
-        }
+      bool fr = row4col_[j] < 0;
+      if (d_[j] > -kInf && (d_[j] < best || (d_[j] == best && fr && !best_free))) {
+        best = d_[j];
+        best_free = fr;
+        bj = j;
       }
     }
-    for (int k = 0; k < low; ++k) {  // price update of the scanned columns
-      int j = cols_[k];
-      v_[j] += d_[j] - mn;
+  }
+
+  // Shortest augmenting path from free row f: Dijkstra over reduced costs, one dense SIMD
+  // pass per settled column (relax through its row and pick the next column). d_ holds
+  // tentative distances, -inf once settled; settled columns' prices drop by their slack.
+  bool augment(int f) {
+    std::fill(d_.begin(), d_.end(), kInf);
+    settled_.clear();
+    settled_d_.clear();
+    int i = f, end;
+    double h = 0.0, mn;  // distances from f start at its reduced costs c_fj - v_j
+    for (;;) {
+      relax(i, h, mn, end);
+      if (mn == kInf) return false;  // no free column reachable
+      if (row4col_[end] < 0) break;
+      settled_.push_back(end);
+      settled_d_.push_back(mn);
+      d_[end] = -kInf;
+      i = row4col_[end];
+      h = at(row(i), end) - v_[end] - mn;
     }
+    for (size_t k = 0; k < settled_.size(); ++k) v_[settled_[k]] += settled_d_[k] - mn;  // prices
     for (int j = end;;) {  // flip the path
-      int i = pred_[j];
-      row4col_[j] = i;
-      std::swap(j, col4row_[i]);
-      if (i == f) break;
+      int r = pred_[j];
+      row4col_[j] = r;
+      std::swap(j, col4row_[r]);
+      if (r == f) break;
     }
     return true;
   }
@@ -330,9 +321,10 @@ class JvSolver {
   std::vector<int>& col4row_ = ws_.col4row;  // [nr] assigned column or -1
   std::vector<int>& free_ = ws_.free;        // rows still to assign
   std::vector<int>& matches_ = ws_.matches;  // [nr] column-reduction hits per row
-  std::vector<double>& d_ = ws_.d;           // [nc] augment: path length to each column
+  std::vector<double>& d_ = ws_.d;           // [nc] augment: tentative distance, -inf = settled
   std::vector<int>& pred_ = ws_.pred;        // [nc] augment: predecessor row
-  std::vector<int>& cols_ = ws_.cols;        // [nc] augment: column permutation (ready | todo | rest)
+  std::vector<int>& settled_ = ws_.settled;  // augment: settled columns, in order
+  std::vector<double>& settled_d_ = ws_.settled_d;  // augment: their distances
 };
 
 template <class T, bool kUnit>

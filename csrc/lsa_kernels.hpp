@@ -79,13 +79,88 @@ void row_min2(const T* __restrict__ row, const double* __restrict__ v, int n, do
 }
 
 // Column reduction sweep of row i: v[j] = min(v[j], c_ij), argmin[j] = i where it improved.
+// Also validates the row: false if it holds a NaN or a -inf (after negation).
 template <class T, bool kNeg>
-void column_min_update(const T* __restrict__ row, int n, int i, double* __restrict__ v, int* __restrict__ argmin) {
+bool column_min_update(const T* __restrict__ row, int n, int i, double* __restrict__ v, int* __restrict__ argmin) {
+  int bad = 0;
   for (int j = 0; j < n; ++j) {
     double x = static_cast<double>(row[j]);
     x = kNeg ? -x : x;
+    bad |= (x != x) | (x == -__builtin_inf());
     bool lt = x < v[j];
     v[j] = lt ? x : v[j];
     argmin[j] = lt ? i : argmin[j];
   }
+  return bad == 0;
+}
+
+// One Dijkstra step of the shortest augmenting path. Relax every column through row `row`
+// (index i, offset h; candidate distance c_j - v_j - h): dd[j] and pred[j] change where the
+// candidate is smaller. Settled columns hold dd = -inf (never relaxed, never chosen). Then
+// return the next column to settle: the smallest dd, ties broken towards free columns
+// (row4col < 0), then the lowest index -- the same choice for every vector width.
+template <class T, bool kNeg>
+void relax_argmin(const T* __restrict__ row, const double* __restrict__ v, double h, int i,
+                  double* __restrict__ dd, int* __restrict__ pred, const int* __restrict__ row4col, int n,
+                  double* best_val, int* best_j) {
+  typedef double dvec __attribute__((vector_size(64)));
+  typedef long long lvec __attribute__((vector_size(64)));
+  typedef int ivec __attribute__((vector_size(32)));
+  typedef T tvec __attribute__((vector_size(8 * sizeof(T))));
+  const double inf = __builtin_inf();
+  const long long none = INT_MAX;
+  dvec bv = {inf, inf, inf, inf, inf, inf, inf, inf};
+  lvec bfree = {0, 0, 0, 0, 0, 0, 0, 0};  // -1 where the lane's best column is free
+  lvec bj = {none, none, none, none, none, none, none, none};
+  lvec idx = {0, 1, 2, 3, 4, 5, 6, 7};
+  const lvec step = {8, 8, 8, 8, 8, 8, 8, 8};
+  const ivec iv = {i, i, i, i, i, i, i, i};
+  int j = 0;
+  for (; j + 8 <= n; j += 8) {
+    tvec x;
+    dvec vv, d;
+    ivec p, owner;
+    std::memcpy(&x, row + j, sizeof x);
+    std::memcpy(&vv, v + j, sizeof vv);
+    std::memcpy(&d, dd + j, sizeof d);
+    std::memcpy(&p, pred + j, sizeof p);
+    std::memcpy(&owner, row4col + j, sizeof owner);
+    dvec c = __builtin_convertvector(x, dvec);
+    if (kNeg) c = -c;
+    dvec cand = c - vv - h;
+    lvec lt = cand < d;
+    d = lt ? cand : d;
+    p = __builtin_convertvector(lt, ivec) ? iv : p;
+    std::memcpy(dd + j, &d, sizeof d);
+    std::memcpy(pred + j, &p, sizeof p);
+    lvec fr = __builtin_convertvector(owner, lvec) < 0;  // -1 where free
+    lvec better = (d > -inf) & ((d < bv) | ((d == bv) & fr & ~bfree));
+    bv = better ? d : bv;
+    bfree = better ? fr : bfree;
+    bj = better ? idx : bj;
+    idx += step;
+  }
+  double best = inf;
+  long long bestj = none;
+  bool best_free = false;
+  auto offer = [&](double val, bool free_col, long long jj) {
+    if (val < best || (val == best && ((free_col && !best_free) || (free_col == best_free && jj < bestj)))) {
+      best = val;
+      best_free = free_col;
+      bestj = jj;
+    }
+  };
+  for (int l = 0; l < 8; ++l)
+    if (bj[l] != none) offer(bv[l], bfree[l] != 0, bj[l]);
+  for (; j < n; ++j) {
+    double c = static_cast<double>(row[j]);
+    double cand = (kNeg ? -c : c) - v[j] - h;
+    if (cand < dd[j]) {
+      dd[j] = cand;
+      pred[j] = i;
+    }
+    if (dd[j] > -inf) offer(dd[j], row4col[j] < 0, j);
+  }
+  *best_val = best;
+  *best_j = static_cast<int>(bestj);
 }
