@@ -14,7 +14,7 @@ from fedmm.models.model import ModelConfig
 @dataclass
 class DataConfig:
     dataset: str = "synthcxr"          # "synthcxr" (generated into the cache) or a dataset folder
-    n_samples: int = 6000              # synthcxr size (train pool + test)
+    n_samples: int = 4800              # synthcxr size (train pool + test)
     image_size: int = 64
     max_len: int = 48
     vocab_size: int = 2000
@@ -39,7 +39,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     kd_weight: float = 1.0
     kd_temperature: float = 2.0
-    kd_batch_size: int = 16
+    kd_batch_size: int = 8
     kd_public_per_round: int = 128     # public samples whose logits are exchanged each round
     prox_mu: float = 0.01              # fedprox only
     eval_batch_size: int = 256
@@ -48,7 +48,7 @@ class TrainConfig:
 @dataclass
 class FedConfig:
     strategy: str = "fedmm"            # fedmm | fedavg | fedprox | local | centralized
-    rounds: int = 6
+    rounds: int = 5
     weighting: str = "performance"     # performance | samples | uniform
     tau: float = 0.1                   # performance weighting temperature
     aggregation: str = "mean"          # mean | median | trimmed_mean | krum
