@@ -49,6 +49,7 @@ class TrainConfig:
 class FedConfig:
     strategy: str = "fedmm"            # fedmm | fedavg | fedprox | local | centralized
     rounds: int = 5
+    min_clients: int = 1               # a round fails unless at least this many valid uploads arrive
     weighting: str = "performance"     # performance | samples | uniform
     tau: float = 0.1                   # performance weighting temperature
     aggregation: str = "mean"          # mean | median | trimmed_mean | krum
