@@ -84,10 +84,9 @@ def run_client_training(model: FedMMModel, data: ClientData, broadcast: Message,
     prox_ref = None
     if strategy.prox_mu > 0:
         prox_ref = {k: v.detach().clone() for k, v in model.head.named_parameters()}
+    dropout = strategy.modality_dropout if data.modality in ("multimodal", "mixed") else 0.0
     result = train_local(model, data.train, cfg.train, generator=generator, device=device, multilabel=data.multilabel,
-                         gv=gv, modality_dropout=strategy.modality_dropout if data.modality != "image_only" and
-                         data.modality != "text_only" else 0.0, teacher=teacher, prox_ref=prox_ref,
-                         prox_mu=strategy.prox_mu)
+                         gv=gv, modality_dropout=dropout, teacher=teacher, prox_ref=prox_ref, prox_mu=strategy.prox_mu)
     score = 0.0
     if len(data.val):
         logits = predict(model, data.val, device, gv, batch_size=cfg.train.eval_batch_size)["full"]

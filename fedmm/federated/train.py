@@ -81,8 +81,9 @@ def train_local(model: FedMMModel, train: EncodedSplit, tcfg, *, generator: torc
             opt.zero_grad(set_to_none=True)
             loss.backward()
             for name, p in head_params.items():
-                if p.grad is not None and p.grad.abs().sum() > 0:
-                    result.trained_groups.add(param_group(name))
+                group = param_group(name)
+                if group not in result.trained_groups and p.grad is not None and bool(p.grad.any()):
+                    result.trained_groups.add(group)
             opt.step()
             total += float(loss.detach())
             result.steps += 1
