@@ -1,9 +1,17 @@
-"""The local engine: the round loop in one process, client state on disk (memory stays flat)."""
+"""The round loop and the local engine.
+
+:func:`run_rounds` is the one round loop every transport shares (broadcast,
+exchange, server step, metrics, checkpoint); :class:`ServerContext` is its
+server side. :func:`run_simulation` builds a federation and runs it over the
+in-process transport (clients one after another, state on disk, memory flat),
+the file exchange or Flower, then evaluates.
+"""
 from __future__ import annotations
 
 import json
 import time
 import tomllib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +21,10 @@ from fedmm.config import RunConfig, from_dict, to_toml
 from fedmm.engines.evaluate import evaluate_federation
 from fedmm.engines.prepare import Federation, prepare_federation
 from fedmm.engines.report import write_outputs
-from fedmm.federated.client import ClientStore, build_model, client_round, model_state, stable_seed
-from fedmm.federated.messages import Message, check_arrays
+from fedmm.engines.transport import (FederationInfo, InProcessTransport, RoundFailed, broadcast_spec,
+                                    upload_spec)
+from fedmm.federated.client import build_model, model_state, stable_seed
+from fedmm.federated.messages import Message
 from fedmm.federated.server import ServerState, server_round
 from fedmm.federated.strategies import strategy_from_config
 from fedmm.io import append_jsonl, read_json, write_json
@@ -37,16 +47,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def upload_spec(head_shapes: dict[str, tuple], d: int, n_classes: int) -> dict[str, tuple]:
-    """Every array a client may upload, with its shape (None = any length)."""
-    spec = {f"shared/{k}": s for k, s in head_shapes.items()}
-    for mod in ("image", "text"):
-        spec.update({f"summary/{mod}_centroids": (None, d), f"summary/{mod}_counts": (None,),
-                     f"summary/{mod}_hist": (None, n_classes)})
-    spec["public/logits"] = (None, n_classes)
-    return spec
-
-
 def new_run_dir(cfg: RunConfig) -> Path:
     name = cfg.name or f"{cfg.fed.strategy}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = Path(cfg.out) / name
@@ -60,62 +60,141 @@ def load_run_config(run_dir: Path) -> RunConfig:
         return from_dict(tomllib.load(fh))
 
 
-def run_simulation(cfg: RunConfig, run_dir: Path, resume: bool = False, reporter=None) -> dict:
-    """Run (or resume) a simulated federation; returns summary.json's content."""
+@dataclass
+class ServerContext:
+    """The server side of the round loop: config, federation facts, head, run directory.
+
+    Needs no patient data, so the same object drives the in-process simulation,
+    ``fedmm server aggregate`` (file exchange) and the Flower ServerApp.
+    """
+
+    cfg: RunConfig
+    info: FederationInfo
+    run_dir: Path
+    reporter: object = field(default_factory=NullReporter)
+
+    def __post_init__(self) -> None:
+        self.run_dir = Path(self.run_dir)
+        self.strategy = strategy_from_config(self.cfg)
+        n_classes = len(self.info.classes)
+        self.head = build_model(self.cfg, self.info.vocab_size, n_classes, stable_seed(int(self.cfg.seed), 0xC0FFEE)).head
+        shapes = {k: tuple(v.shape) for k, v in self.head.state_dict().items()}
+        self.spec = upload_spec(shapes, self.head.d, n_classes)
+        self.broadcast_spec = broadcast_spec(shapes, self.head.d, n_classes)
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    def start(self, resume: bool) -> tuple[ServerState, float]:
+        """The state to continue from (latest checkpoint when resuming) and the wall time already spent."""
+        seed, metrics_path = int(self.cfg.seed), self.run_dir / "metrics.jsonl"
+        if resume and (self.ckpt_dir / "latest.json").exists():
+            state, wall = self.latest()
+            _truncate_metrics(metrics_path, state.round)
+            self.reporter.message(f"resuming after round {state.round}")
+            return state, wall
+        metrics_path.unlink(missing_ok=True)
+        state = ServerState(0, model_state(self.head))
+        if self.strategy.kd:
+            rng = np.random.default_rng(seed * 1_000_003)
+            m = min(self.cfg.train.kd_public_per_round, self.info.n_public)
+            state.public_index = np.sort(rng.choice(self.info.n_public, m, replace=False)).astype(np.int64)
+        return state, 0.0
+
+    def latest(self) -> tuple[ServerState, float]:
+        """The last checkpointed state and the wall time it records."""
+        latest = read_json(self.ckpt_dir / "latest.json")
+        msg = Message.load(self.ckpt_dir / f"server_round_{latest['round']:04d}", "broadcast")
+        return ServerState.from_message(msg), float(latest.get("wall_s", 0.0))
+
+    def checkpoint(self, state: ServerState, wall: float) -> None:
+        """Write the state after ``state.round`` rounds; ``latest.json`` (written last) points to it."""
+        state.broadcast().save(self.ckpt_dir / f"server_round_{state.round:04d}")
+        write_json(self.ckpt_dir / "latest.json", {"round": state.round, "wall_s": wall})
+
+    def finish_round(self, state: ServerState, uploads: list[Message], wall: float) -> tuple[ServerState, dict]:
+        """Server step on one round's uploads, metrics rows and checkpoint.
+
+        Raises :class:`RoundFailed` (and writes nothing) with fewer than
+        ``fed.min_clients`` uploads, so the last good global state stays in place.
+        """
+        r, need = state.round, max(1, int(self.cfg.fed.min_clients))
+        if len(uploads) < need:
+            raise RoundFailed(f"round {r + 1}: only {len(uploads)} of {len(self.info.clients)} clients sent a valid "
+                              f"upload, fewer than min_clients = {need}; the global state stays at round {r}")
+        state, info = server_round(state, uploads, self.strategy, self.cfg, self.head, self.info.n_public)
+        rows = [{"round": r, "client": u.meta["client"], "modality": u.meta["modality"],
+                 "val_macro_f1": u.meta["val_score"], "train_loss": u.meta["train_loss"],
+                 "n_train": u.meta["n_train"], "role": "student" if u.meta["client"] in info.get("students", [])
+                 else "teacher" if u.meta["client"] in info.get("teachers", []) else ""} for u in uploads]
+        scores = [u.meta["val_score"] for u in uploads]
+        answered = {u.meta["client"] for u in uploads}
+        missing = [c for c in self.info.clients if c not in answered]
+        rows.append({"round": r, "client": "global", "val_macro_f1_mean": float(np.mean(scores)),
+                     "n_uploads": len(uploads), "n_prototypes": 0 if state.gv is None else len(state.gv.pair_img),
+                     "wall_s": wall, **({"missing": missing} if missing else {})})
+        append_jsonl(self.run_dir / "metrics.jsonl", rows)
+        self.checkpoint(state, wall)
+        self.reporter.end_round(r, {**info, "val_macro_f1_mean": float(np.mean(scores)), "wall_s": wall})
+        return state, info
+
+
+def run_rounds(ctx: ServerContext, transport, resume: bool = False) -> ServerState:
+    """The one round loop: broadcast, exchange over ``transport``, server step, checkpoint."""
+    state, wall_before = ctx.start(resume)
+    t0 = time.time()
+    for r in range(state.round, ctx.cfg.fed.rounds):
+        ctx.reporter.start_round(r, ctx.cfg.fed.rounds, len(ctx.info.clients))
+        uploads = transport.exchange(state.broadcast({"strategy": ctx.strategy.name}), r)
+        state, _ = ctx.finish_round(state, uploads, wall_before + time.time() - t0)
+    return state
+
+
+TRANSPORTS = ("local", "files", "flower")
+
+
+def run_simulation(cfg: RunConfig, run_dir: Path, resume: bool = False, reporter=None,
+                   transport: str = "local", flower_timeout: float = 3600.0) -> dict:
+    """Run (or resume) a simulated federation over ``transport``; returns summary.json's content.
+
+    ``local`` runs the clients in this process; ``files`` exchanges safetensors + JSON
+    files through a CLIENT_ROOT in the run directory; ``flower`` starts a SuperLink and
+    one SuperNode per client on 127.0.0.1 (TLS) and runs the Flower app
+    (``flower_timeout`` bounds the whole Flower run).
+    """
+    if transport not in TRANSPORTS:
+        raise ValueError(f"unknown transport {transport!r}; choose from {TRANSPORTS}")
+    if transport != "local" and cfg.fed.strategy == "centralized":
+        raise ValueError("the centralized baseline pools all data in one place; it runs only with --transport local")
     reporter = reporter or NullReporter()
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.toml").write_text(to_toml(cfg))
     device = resolve_device(cfg.device)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    strategy = strategy_from_config(cfg)
     fed: Federation = prepare_federation(cfg)
     for issue in fed.issues[:20]:
         reporter.message(f"data issue: {issue}")
-    n_classes, seed = len(fed.classes), int(cfg.seed)
-    head = build_model(cfg, fed.vocab_size, n_classes, stable_seed(seed, 0xC0FFEE)).head
-    spec = upload_spec({k: tuple(v.shape) for k, v in head.state_dict().items()}, head.d, n_classes)
-    stores = {c.name: ClientStore(run_dir / "clients" / c.name) for c in fed.clients}
-    ckpt_dir, metrics_path = run_dir / "checkpoints", run_dir / "metrics.jsonl"
-    wall_before = 0.0
-    if resume and (ckpt_dir / "latest.json").exists():
-        latest = read_json(ckpt_dir / "latest.json")
-        state = ServerState.from_message(Message.load(ckpt_dir / f"server_round_{latest['round']:04d}", "broadcast"))
-        wall_before = float(latest.get("wall_s", 0.0))
-        _truncate_metrics(metrics_path, state.round)
-        reporter.message(f"resuming after round {state.round}")
+    ctx = ServerContext(cfg, FederationInfo.from_federation(fed), run_dir, reporter)
+    if transport == "flower":  # imported here: the Flower package builds on this module
+        from fedmm.engines.flower.launch import run_flower_simulation
+
+        stores = run_flower_simulation(ctx, fed, resume, flower_timeout)
+        state = ctx.latest()[0]
     else:
-        metrics_path.unlink(missing_ok=True)
-        state = ServerState(0, model_state(head))
-        if strategy.kd:
-            rng = np.random.default_rng(seed * 1_000_003)
-            m = min(cfg.train.kd_public_per_round, len(fed.public))
-            state.public_index = np.sort(rng.choice(len(fed.public), m, replace=False)).astype(np.int64)
-    t0 = time.time()
-    for r in range(state.round, cfg.fed.rounds):
-        reporter.start_round(r, cfg.fed.rounds, len(fed.clients))
-        broadcast, uploads = state.broadcast({"strategy": strategy.name}), []
-        for data in fed.clients:
-            up = client_round(data, broadcast, cfg, strategy, stores[data.name], fed.vocab_size, device)
-            check_arrays(up.arrays, spec, f"upload of {data.name} (round {r})")
-            uploads.append(up)
-            reporter.client_done(data.name, up.meta)
-        state, info = server_round(state, uploads, strategy, cfg, head, len(fed.public))
-        wall = wall_before + time.time() - t0
-        rows = [{"round": r, "client": u.meta["client"], "modality": u.meta["modality"],
-                 "val_macro_f1": u.meta["val_score"], "train_loss": u.meta["train_loss"],
-                 "n_train": u.meta["n_train"], "role": "student" if u.meta["client"] in info.get("students", [])
-                 else "teacher" if u.meta["client"] in info.get("teachers", []) else ""} for u in uploads]
-        scores = [u.meta["val_score"] for u in uploads]
-        rows.append({"round": r, "client": "global", "val_macro_f1_mean": float(np.mean(scores)),
-                     "n_uploads": len(uploads), "n_prototypes": 0 if state.gv is None else len(state.gv.pair_img),
-                     "wall_s": wall})
-        append_jsonl(metrics_path, rows)
-        state.broadcast().save(ckpt_dir / f"server_round_{state.round:04d}")
-        write_json(ckpt_dir / "latest.json", {"round": state.round, "wall_s": wall})
-        reporter.end_round(r, {**info, "val_macro_f1_mean": float(np.mean(scores)), "wall_s": wall})
-    wall = wall_before + time.time() - t0
-    results = evaluate_federation(fed, cfg, strategy, state, stores, device)
+        if transport == "files":  # imported here: the file exchange builds on this module
+            from fedmm.engines.files import FilesTransport
+
+            tr = FilesTransport.for_simulation(ctx, fed, device)
+        else:
+            tr = InProcessTransport(fed, cfg, ctx.strategy, ctx.spec, run_dir, device, reporter)
+        state = run_rounds(ctx, tr, resume)
+        tr.finish(state)
+        stores = tr.stores
+    latest = ctx.ckpt_dir / "latest.json"
+    wall = float(read_json(latest).get("wall_s", 0.0)) if latest.exists() else 0.0
+    results = evaluate_federation(fed, cfg, ctx.strategy, state, stores, device)
     return write_outputs(run_dir, cfg, results, wall)
 
 
