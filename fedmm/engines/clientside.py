@@ -1,0 +1,161 @@
+"""A client's side of a deployment (file exchange and Flower): its folder, data, state and steps.
+
+``CLIENT_DIR`` (one hospital, e.g. ``CLIENT_ROOT/client_3``) holds ``train/`` and
+``val/`` (dataset folders), ``state/round_XXXX.safetensors`` (its own model after each
+round it trained; encoders never leave) and ``best_model.safetensors`` + ``.json``
+(the deployed model: its encoders + the latest global shared part, written by the
+update step). ``SHARED_DIR`` (``CLIENT_ROOT/server/global_vectors/``, distributed by
+the coordinator) holds ``federation.json``, ``config.toml``, the public set
+(``public/``), the tokenizer (``tokenizer/``) and, for the file exchange, the
+published global state. The steps read nothing else.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+
+import torch
+
+from fedmm.config import RunConfig, from_dict
+from fedmm.data.encode import EncodedSplit, encode_split
+from fedmm.data.manifest import load_manifest
+from fedmm.data.tokenizer import load_tokenizer
+from fedmm.engines.prepare import _hide
+from fedmm.engines.transport import FederationInfo, broadcast_spec, check_broadcast
+from fedmm.federated.client import (ClientData, ClientStore, build_model, client_round, load_model_state,
+                                    model_state, stable_seed)
+from fedmm.federated.messages import Message, MessageError
+from fedmm.federated.strategies import strategy_from_config
+from fedmm.federated.train import predict
+from fedmm.io import save_arrays, write_json
+from fedmm.metrics import classification_metrics
+from fedmm.models.surrogate import GlobalVectors
+
+_ROUND_FILE = re.compile(r"round_(\d{4,})\.safetensors$")
+
+
+class ClientStateStore(ClientStore):
+    """A client's model state in its own folder; tolerates rounds it missed.
+
+    ``load(model, r)`` reads the newest state saved at or before round ``r`` (a
+    client that was offline for a round continues from its last one) and leaves a
+    freshly initialised model untouched when there is none.
+    """
+
+    def rounds(self) -> list[int]:
+        if not self.folder.is_dir():
+            return []
+        return sorted(int(m.group(1)) for p in self.folder.iterdir() if (m := _ROUND_FILE.match(p.name)))
+
+    def load(self, model, round_idx: int) -> bool:
+        done = [r for r in self.rounds() if r <= round_idx]
+        if not done:
+            return False
+        super().load(model, done[-1])
+        return True
+
+    def save(self, model, round_idx: int) -> None:
+        super().save(model, round_idx)
+        for r in self.rounds():
+            if r < round_idx - 1:
+                self.path(r).unlink(missing_ok=True)
+
+
+def read_config(path: str | Path) -> RunConfig:
+    """The run configuration published by the server (``config.toml``)."""
+    try:
+        with open(path, "rb") as fh:
+            return from_dict(tomllib.load(fh))
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{path}: missing (the server publishes it with 'fedmm server init')") from exc
+
+
+def client_identity(client_dir: Path, info: FederationInfo) -> tuple[str, int]:
+    """(name, index) of the client owning ``client_dir``: its folder name, its place in the federation."""
+    name = Path(os.path.abspath(client_dir)).name
+    if name not in info.clients:
+        raise MessageError(f"{client_dir}: client {name!r} is not part of this federation "
+                           f"(known: {', '.join(info.clients[:8])}{' ...' if len(info.clients) > 8 else ''})")
+    return name, info.clients.index(name)
+
+
+def head_shapes(cfg: RunConfig, info: FederationInfo) -> tuple[dict[str, tuple], int]:
+    """Shapes of the shared head's tensors and its width d (what the server may send)."""
+    head = build_model(cfg, info.vocab_size, len(info.classes), 0).head
+    return {k: tuple(v.shape) for k, v in head.state_dict().items()}, head.d
+
+
+def load_client_data(client_dir: Path, shared_dir: Path, cfg: RunConfig, info: FederationInfo) -> ClientData:
+    """Encode the client's train/val splits and the distributed public set, as the simulator does."""
+    client_dir, shared_dir = Path(client_dir), Path(shared_dir)
+    name, index = client_identity(client_dir, info)
+    tok = load_tokenizer(shared_dir / "tokenizer")
+    if len(tok) != info.vocab_size:
+        raise MessageError(f"{shared_dir / 'tokenizer'}: {len(tok)} tokens, the federation uses {info.vocab_size}")
+
+    def encode(folder: Path, require_labels: bool = True) -> EncodedSplit:
+        data = load_manifest(folder, classes=info.classes, require_labels=require_labels)
+        return _hide(encode_split(data, tok, cfg.data.image_size, cfg.data.max_len), cfg.data.modalities)
+
+    public = encode(shared_dir / "public", require_labels=False)
+    if len(public) != info.n_public:
+        raise MessageError(f"{shared_dir / 'public'}: {len(public)} usable rows, the federation uses {info.n_public}")
+    train, val = encode(client_dir / "train"), encode(client_dir / "val")
+    if len(train) == 0:
+        raise MessageError(f"{client_dir / 'train'}: no usable training rows")
+    return ClientData(name, index, train, val, public, list(info.classes), info.multilabel)
+
+
+def _apply_local(cfg: RunConfig, device: str | None, threads: int | None) -> torch.device:
+    """Site-local settings (device, CPU threads) override the published config."""
+    if threads:
+        cfg.threads = int(threads)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    name = device or cfg.device
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def train_step(client_dir: Path, shared_dir: Path, broadcast: Message, cfg: RunConfig, info: FederationInfo,
+               device: str | None = None, threads: int | None = None) -> Message:
+    """Client steps of one round on the global state ``broadcast``; returns the upload."""
+    dev = _apply_local(cfg, device, threads)
+    shapes, d = head_shapes(cfg, info)
+    check_broadcast(broadcast, broadcast_spec(shapes, d, len(info.classes)), info.n_public)
+    data = load_client_data(client_dir, shared_dir, cfg, info)
+    store = ClientStateStore(Path(client_dir) / "state")
+    return client_round(data, broadcast, cfg, strategy_from_config(cfg), store, info.vocab_size, dev)
+
+
+def update_step(client_dir: Path, shared_dir: Path, broadcast: Message, cfg: RunConfig, info: FederationInfo,
+                device: str | None = None, threads: int | None = None) -> dict:
+    """Take in the global state after ``broadcast.meta['round']`` rounds: own encoders + global shared part
+    -> ``best_model.safetensors``; returns the deployed model's validation metrics."""
+    dev = _apply_local(cfg, device, threads)
+    shapes, d = head_shapes(cfg, info)
+    r = check_broadcast(broadcast, broadcast_spec(shapes, d, len(info.classes)), info.n_public)
+    data = load_client_data(client_dir, shared_dir, cfg, info)
+    strategy = strategy_from_config(cfg)
+    model = build_model(cfg, info.vocab_size, len(info.classes), stable_seed(int(cfg.seed), data.index, 1)).to(dev)
+    store = ClientStateStore(Path(client_dir) / "state")
+    trained = store.rounds()
+    store.load(model, r - 1)
+    if strategy.share:
+        load_model_state(model.head, broadcast.arrays, prefix="shared/")
+    gv = GlobalVectors.from_arrays(broadcast.arrays) if strategy.prototypes else None
+    scores = {"macro_f1": 0.0, "accuracy": 0.0}
+    if len(data.val):
+        logits = predict(model, data.val, dev, gv, batch_size=cfg.train.eval_batch_size)["full"]
+        m = classification_metrics(logits, data.val.labels.numpy(), data.classes, data.multilabel)
+        scores = {"macro_f1": float(m["macro_f1"]), "accuracy": float(m["accuracy"])}
+    out = Path(client_dir)
+    save_arrays(out / "best_model.safetensors", model_state(model))
+    local_round = max([x for x in trained if x <= r - 1], default=None)
+    report = {"client": data.name, "global_round": r, "local_round": local_round, "n_val": len(data.val),
+              "val_macro_f1": scores["macro_f1"], "val_accuracy": scores["accuracy"]}
+    write_json(out / "best_model.json", report)
+    return report

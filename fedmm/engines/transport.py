@@ -1,0 +1,197 @@
+"""Transports: how one round's broadcast reaches the clients and their uploads come back.
+
+The round loop (:func:`fedmm.engines.local.run_rounds`) is written once; a
+transport only implements ``exchange(broadcast, round) -> uploads`` (and
+``finish(state)`` after the last round). Three exist: :class:`InProcessTransport`
+(here), the file exchange (:mod:`fedmm.engines.files`) and Flower
+(:mod:`fedmm.engines.flower`). Every upload that crossed a process or machine
+boundary goes through :func:`check_upload` before the server uses it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from fedmm.federated.client import ClientStore, client_round
+from fedmm.federated.messages import Message, MessageError, check_arrays
+from fedmm.io import read_json, write_json
+
+MODALITIES = ("image_only", "text_only", "multimodal", "mixed")
+
+
+class RoundFailed(RuntimeError):
+    """A round could not complete (too few valid uploads); the last global state is kept."""
+
+
+class Transport(Protocol):
+    stores: dict[str, ClientStore]    # where each client's model state lives (final evaluation)
+
+    def exchange(self, broadcast: Message, round_idx: int) -> list[Message]: ...
+    def finish(self, state) -> None: ...
+
+
+@dataclass
+class FederationInfo:
+    """What the server (and each client) must know about the federation; no patient data."""
+
+    classes: list[str]
+    multilabel: bool
+    vocab_size: int
+    n_public: int
+    clients: list[str]                # client names in federation order (aggregation order)
+
+    @classmethod
+    def from_federation(cls, fed) -> "FederationInfo":
+        return cls(list(fed.classes), bool(fed.multilabel), int(fed.vocab_size), len(fed.public),
+                   [c.name for c in fed.clients])
+
+    def save(self, path: str | Path) -> None:
+        write_json(path, asdict(self))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "FederationInfo":
+        try:
+            raw = read_json(path)
+            info = cls(list(raw["classes"]), bool(raw["multilabel"]), int(raw["vocab_size"]), int(raw["n_public"]),
+                       list(raw["clients"]))
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"{path}: missing (the server publishes it with 'fedmm server init')") from exc
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MessageError(f"{path}: not a valid federation description ({exc})") from exc
+        if not info.classes or not all(isinstance(c, str) and c for c in info.clients):
+            raise MessageError(f"{path}: needs classes and client names")
+        return info
+
+
+def upload_spec(head_shapes: dict[str, tuple], d: int, n_classes: int) -> dict[str, tuple]:
+    """Every array a client may upload, with its shape (None = any length)."""
+    spec = {f"shared/{k}": s for k, s in head_shapes.items()}
+    for mod in ("image", "text"):
+        spec.update({f"summary/{mod}_centroids": (None, d), f"summary/{mod}_counts": (None,),
+                     f"summary/{mod}_hist": (None, n_classes)})
+    spec["public/logits"] = (None, n_classes)
+    return spec
+
+
+def broadcast_spec(head_shapes: dict[str, tuple], d: int, n_classes: int) -> dict[str, tuple]:
+    """Every array the server may broadcast, with its shape (None = any length)."""
+    spec = {f"shared/{k}": s for k, s in head_shapes.items()}
+    spec.update({"gv/img_centers": (None, d), "gv/txt_centers": (None, d), "gv/pair_img": (None,),
+                 "gv/pair_txt": (None,), "gv/hist_img": (None, n_classes), "gv/hist_txt": (None, n_classes),
+                 "gv/prototypes": (None, 2 * d), "teacher/index": (None,), "teacher/probs": (None, n_classes),
+                 "public/index": (None,)})
+    return spec
+
+
+def _finite_number(meta: dict, key: str, where: str) -> float:
+    v = meta.get(key)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise MessageError(f"{where}: meta {key!r} must be a finite number, got {v!r}")
+    return float(v)
+
+
+def check_upload(msg: Message, spec: dict[str, tuple], round_idx: int, clients: list[str],
+                 n_logits: int | None = None) -> str:
+    """Validate an upload (kind, metadata, array names/shapes/dtypes/values); return the client name.
+
+    ``n_logits`` is the number of public rows whose logits this round asked for.
+    Raises :class:`MessageError` naming the client and the problem.
+    """
+    meta, name = msg.meta, msg.meta.get("client")
+    where = f"upload of {name!r} (round {round_idx})"
+    if msg.kind != "upload":
+        raise MessageError(f"{where}: expected an 'upload' message, got {msg.kind!r}")
+    if name not in clients:
+        raise MessageError(f"{where}: unknown client (federation has {len(clients)} clients)")
+    if meta.get("round") != round_idx or isinstance(meta.get("round"), bool):
+        raise MessageError(f"{where}: it answers round {meta.get('round')!r}")
+    n = meta.get("n_train")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise MessageError(f"{where}: meta 'n_train' must be a positive integer, got {n!r}")
+    if not 0.0 <= _finite_number(meta, "val_score", where) <= 1.0:
+        raise MessageError(f"{where}: meta 'val_score' must lie in [0, 1]")
+    _finite_number(meta, "train_loss", where)
+    groups = meta.get("trained_groups")
+    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+        raise MessageError(f"{where}: meta 'trained_groups' must be a list of names")
+    if meta.get("modality") not in MODALITIES:
+        raise MessageError(f"{where}: meta 'modality' must be one of {MODALITIES}")
+    check_arrays(msg.arrays, spec, where)
+    a = msg.arrays
+    for mod in ("image", "text"):
+        parts = [f"summary/{mod}_{k}" for k in ("centroids", "counts", "hist")]
+        present = [p in a for p in parts]
+        if any(present) and not all(present):
+            raise MessageError(f"{where}: {mod} summary is incomplete")
+        if all(present):
+            if not len(a[parts[0]]) == len(a[parts[1]]) == len(a[parts[2]]):
+                raise MessageError(f"{where}: {mod} centroids, counts and histograms differ in length")
+            if (a[parts[1]] < 0).any() or (a[parts[2]] < 0).any():
+                raise MessageError(f"{where}: {mod} counts/histograms must be >= 0")
+    if "public/logits" in a and n_logits is not None and len(a["public/logits"]) != n_logits:
+        raise MessageError(f"{where}: public/logits has {len(a['public/logits'])} rows, expected {n_logits}")
+    return name
+
+
+def check_broadcast(msg: Message, spec: dict[str, tuple], n_public: int) -> int:
+    """Validate a received broadcast (client side); return its round."""
+    r = msg.meta.get("round")
+    if msg.kind != "broadcast" or isinstance(r, bool) or not isinstance(r, int) or r < 0:
+        raise MessageError(f"global state: expected a 'broadcast' message with a round, got {msg.kind!r} round {r!r}")
+    if not isinstance(msg.meta.get("students", []), list):
+        raise MessageError("global state: meta 'students' must be a list")
+    check_arrays(msg.arrays, spec, f"global state (round {r})")
+    a = msg.arrays
+    for key, bound in (("gv/pair_img", "gv/img_centers"), ("gv/pair_txt", "gv/txt_centers")):
+        if key in a and len(a[key]) and (a[key].min() < 0 or a[key].max() >= len(a[bound])):
+            raise MessageError(f"global state (round {r}): {key} indexes outside {bound}")
+    for key in ("teacher/index", "public/index"):
+        if key in a and len(a[key]) and (a[key].min() < 0 or a[key].max() >= n_public):
+            raise MessageError(f"global state (round {r}): {key} indexes outside the public set ({n_public})")
+    if "teacher/probs" in a and len(a["teacher/probs"]) != len(a.get("teacher/index", ())):
+        raise MessageError(f"global state (round {r}): teacher/probs and teacher/index differ in length")
+    return r
+
+
+def order_uploads(uploads: list[Message], clients: list[str]) -> tuple[list[Message], list[str]]:
+    """Uploads in federation order (the aggregation order every transport shares); duplicates dropped."""
+    rank = {name: i for i, name in enumerate(clients)}
+    seen, out, problems = set(), [], []
+    for u in sorted(uploads, key=lambda u: rank[u.meta["client"]]):
+        if u.meta["client"] in seen:
+            problems.append(f"{u.meta['client']}: duplicate upload ignored")
+            continue
+        seen.add(u.meta["client"])
+        out.append(u)
+    return out, problems
+
+
+def n_requested_logits(broadcast: Message) -> int | None:
+    idx = broadcast.arrays.get("public/index")
+    return None if idx is None else int(np.asarray(idx).shape[0])
+
+
+class InProcessTransport:
+    """Clients run one after another in this process; their state lives in RUN_DIR/clients/<name>/."""
+
+    def __init__(self, fed, cfg, strategy, spec: dict[str, tuple], run_dir: Path, device, reporter) -> None:
+        self.fed, self.cfg, self.strategy, self.spec = fed, cfg, strategy, spec
+        self.device, self.reporter = device, reporter
+        self.stores = {c.name: ClientStore(Path(run_dir) / "clients" / c.name) for c in fed.clients}
+
+    def exchange(self, broadcast: Message, round_idx: int) -> list[Message]:
+        uploads = []
+        for data in self.fed.clients:
+            up = client_round(data, broadcast, self.cfg, self.strategy, self.stores[data.name], self.fed.vocab_size,
+                              self.device)
+            check_arrays(up.arrays, self.spec, f"upload of {data.name} (round {round_idx})")
+            uploads.append(up)
+            self.reporter.client_done(data.name, up.meta)
+        return uploads
+
+    def finish(self, state) -> None:
+        """Nothing to deliver: evaluation reads the client stores directly."""
