@@ -81,6 +81,7 @@ template <class T, class Finish>
 bool network_kernel(const std::vector<const T*>& bufs, int64_t n, int lo, int hi, int n_threads,
                     Finish finish) {
   const int K = static_cast<int>(bufs.size());
+  n_threads = resolve_threads(n_threads);
   const TileOps<T> ops = tile_ops<T>();
   const TileSorts<T> sorts = tile_sorts<T>();
   // K <= 32: full sort in registers of N >= K rows (padding rows hold +inf); otherwise a
@@ -89,12 +90,19 @@ bool network_kernel(const std::vector<const T*>& bufs, int64_t n, int lo, int hi
   const int n_rows = !sort_static ? K : K <= 8 ? 8 : K <= 16 ? 16 : kMaxStaticSort;
   const std::vector<Comparator> net = sort_static ? std::vector<Comparator>() : selection_network(K, lo, hi);
   std::atomic<bool> ok{true};
-  parallel_ranges(n, n_threads, kNetTile<T>, [&](int64_t begin, int64_t end, int) {
-    // rows [n_rows, tile], 64-byte aligned: unaligned rows split every SIMD access in two.
-    std::vector<T> storage(static_cast<size_t>(n_rows) * kNetTile<T> + 64 / sizeof(T), T(0));
-    T* rows = reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(storage.data()) + 63) & ~uintptr_t{63});
-    std::fill(rows + static_cast<size_t>(K) * kNetTile<T>, rows + static_cast<size_t>(n_rows) * kNetTile<T>,
+  // Per thread: rows [n_rows, tile], 64-byte aligned (unaligned rows split every SIMD
+  // access in two); padding rows K..n_rows-1 hold +inf.
+  const size_t tile_elems = static_cast<size_t>(n_rows) * kNetTile<T>;
+  std::vector<T> storage(static_cast<size_t>(n_threads) * (tile_elems + 64 / sizeof(T)), T(0));
+  auto thread_rows = [&](int tid) {
+    T* base = storage.data() + static_cast<size_t>(tid) * (tile_elems + 64 / sizeof(T));
+    return reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(base) + 63) & ~uintptr_t{63});
+  };
+  for (int tid = 0; tid < n_threads; ++tid)
+    std::fill(thread_rows(tid) + static_cast<size_t>(K) * kNetTile<T>, thread_rows(tid) + tile_elems,
               std::numeric_limits<T>::infinity());
+  parallel_chunks(n, n_threads, kNetTile<T>, [&](int64_t, int64_t begin, int64_t end, int tid) {
+    T* rows = thread_rows(tid);
     bool fine = true;
     for (int64_t p0 = begin; p0 < end; p0 += kNetTile<T>) {
       const int len = static_cast<int>(std::min<int64_t>(kNetTile<T>, end - p0));
@@ -116,9 +124,10 @@ bool weighted_mean(const std::vector<const T*>& bufs, const std::vector<double>&
   if (bufs.empty() || bufs.size() != w.size()) throw std::invalid_argument("weighted_mean: bad sizes");
   const TileOps<T> ops = tile_ops<T>();
   const auto tile = acc64 ? ops.mean64 : ops.mean_native;
+  n_threads = resolve_threads(n_threads);
   const int K = static_cast<int>(bufs.size());
   std::atomic<bool> ok{true};
-  parallel_ranges(n, n_threads, kMeanTile, [&](int64_t begin, int64_t end, int) {
+  parallel_chunks(n, n_threads, kMeanTile, [&](int64_t, int64_t begin, int64_t end, int) {
     bool fine = true;
     for (int64_t p0 = begin; p0 < end; p0 += kMeanTile) {
       const int len = static_cast<int>(std::min<int64_t>(kMeanTile, end - p0));
@@ -157,15 +166,17 @@ bool pairwise_sq_dists(const std::vector<const T*>& bufs, int64_t n, double* dis
   constexpr int kTile = 512;
   const int n_workers = resolve_threads(n_threads);
   const TileOps<T> ops = tile_ops<T>();
-  std::vector<std::vector<double>> partial(n_workers, std::vector<double>(static_cast<size_t>(K) * K, 0.0));
+  // One [K, K] partial sum per chunk, added in chunk order: deterministic for any schedule.
+  const int64_t n_chunks = chunk_count(n, n_workers, kTile);
+  std::vector<std::vector<double>> partial(n_chunks, std::vector<double>(static_cast<size_t>(K) * K, 0.0));
   std::atomic<bool> ok{true};
-  parallel_ranges(n, n_workers, kTile, [&](int64_t begin, int64_t end, int tid) {
+  parallel_chunks(n, n_workers, kTile, [&](int64_t chunk, int64_t begin, int64_t end, int) {
     std::vector<const T*> x(K);  // tile start of each client
     bool fine = true;
     for (int64_t p0 = begin; p0 < end; p0 += kTile) {
       const int len = static_cast<int>(std::min<int64_t>(kTile, end - p0));
       for (int k = 0; k < K; ++k) x[k] = bufs[k] + p0;
-      fine &= ops.sq_dists(x.data(), K, len, partial[tid].data());
+      fine &= ops.sq_dists(x.data(), K, len, partial[chunk].data());
     }
     if (!fine) ok = false;
   });

@@ -1,4 +1,4 @@
-// Minimal std::thread helpers: static range splitting and dynamic item scheduling.
+// Minimal std::thread helpers: dynamic scheduling of items and of chunks of a range.
 // Exceptions thrown by a worker are captured and the first one is rethrown on the
 // calling thread after every worker has joined.
 #pragma once
@@ -37,39 +37,6 @@ class ErrorSlot {
 };
 }  // namespace detail
 
-// Split [0, n) into at most `n_threads` contiguous ranges whose boundaries are multiples
-// of `align`; call fn(begin, end, thread_id) for each range (range 0 on the calling thread).
-template <class F>
-void parallel_ranges(int64_t n, int n_threads, int64_t align, F&& fn) {
-  if (n <= 0) return;
-  int64_t blocks = (n + align - 1) / align;
-  int t = static_cast<int>(std::min<int64_t>(std::max(1, n_threads), blocks));
-  if (t == 1) {
-    fn(int64_t{0}, n, 0);
-    return;
-  }
-  detail::ErrorSlot errors;
-  auto bound = [&](int k) { return std::min(n, (blocks * k / t) * align); };
-  std::vector<std::thread> workers;
-  workers.reserve(t - 1);
-  for (int k = 1; k < t; ++k) {
-    workers.emplace_back([&, k] {
-      try {
-        fn(bound(k), bound(k + 1), k);
-      } catch (...) {
-        errors.capture();
-      }
-    });
-  }
-  try {
-    fn(int64_t{0}, bound(1), 0);
-  } catch (...) {
-    errors.capture();
-  }
-  for (auto& w : workers) w.join();
-  errors.rethrow();
-}
-
 // Call fn(item, thread_id) for every item in [0, n), handing items out dynamically.
 template <class F>
 void parallel_items(int64_t n, int n_threads, F&& fn) {
@@ -90,6 +57,28 @@ void parallel_items(int64_t n, int n_threads, F&& fn) {
   work(0);
   for (auto& w : workers) w.join();
   errors.rethrow();
+}
+
+// Split [0, n) into chunks of `chunk` elements (a multiple of `align`; by default about 16
+// chunks per thread) handed out dynamically: fn(chunk_index, begin, end, thread_id). A
+// thread that the OS deschedules holds up one chunk, not a whole share of the work.
+template <class F>
+void parallel_chunks(int64_t n, int n_threads, int64_t align, F&& fn, int64_t chunk = 0) {
+  if (n <= 0) return;
+  const int t = std::max(1, n_threads);
+  if (chunk <= 0) chunk = (n + 16 * t - 1) / (16 * t);
+  chunk = std::max<int64_t>(align, (chunk + align - 1) / align * align);
+  const int64_t n_chunks = (n + chunk - 1) / chunk;
+  parallel_items(n_chunks, t, [&](int64_t c, int tid) { fn(c, c * chunk, std::min(n, (c + 1) * chunk), tid); });
+}
+
+// Number of chunks parallel_chunks(n, n_threads, align, fn, chunk) will use.
+inline int64_t chunk_count(int64_t n, int n_threads, int64_t align, int64_t chunk = 0) {
+  if (n <= 0) return 0;
+  const int t = std::max(1, n_threads);
+  if (chunk <= 0) chunk = (n + 16 * t - 1) / (16 * t);
+  chunk = std::max<int64_t>(align, (chunk + align - 1) / align * align);
+  return (n + chunk - 1) / chunk;
 }
 
 }  // namespace fedmm
