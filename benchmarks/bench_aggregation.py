@@ -12,6 +12,9 @@ the buffers, one stacked copy for numpy and numpy's temporaries). Groups per (me
 - trimmed:  fedmm (trim 0.1) vs ``np.sort(stack, axis=0)[t:K-t].mean(axis=0)``;
 - krum:     fedmm scores (no numpy baseline timed).
 
+``fedmm`` uses all cores (threads = hardware concurrency); ``fedmm_1thread`` one thread,
+like numpy, which is the fair comparison when other processes share the cores.
+
 numpy's median and sort get the stacked array for free (stacking is not timed for them).
 ``extra_info["GB/s"]``-style numbers are derived from K*P*4 bytes in benchmarks/README.md.
 """
@@ -56,7 +59,7 @@ def test_copy(benchmark, data):
     _run(benchmark, f"mean {tag}", lambda: np.copyto(dst, stack), _rounds(P, True))
 
 
-@pytest.mark.parametrize("impl", ["fedmm_acc64", "fedmm_native", "numpy_stack_matmul"])
+@pytest.mark.parametrize("impl", ["fedmm_acc64", "fedmm_acc64_1thread", "fedmm_native", "numpy_stack_matmul"])
 def test_mean(benchmark, data, impl):
     tag, P, bufs, w, stack = data
     wn = w / w.sum()
@@ -66,9 +69,10 @@ def test_mean(benchmark, data, impl):
         def fn():
             return w32 @ np.stack(bufs)
     else:
-        acc = "float64" if impl == "fedmm_acc64" else "native"
+        acc = "native" if impl == "fedmm_native" else "float64"
+        threads = 1 if impl.endswith("1thread") else None
         def fn():
-            return aggregate(bufs, w, "mean", backend="cpp", accumulate=acc)
+            return aggregate(bufs, w, "mean", backend="cpp", accumulate=acc, n_threads=threads)
     out = fn()
     if ref is not None:
         np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
@@ -76,34 +80,36 @@ def test_mean(benchmark, data, impl):
     _run(benchmark, f"mean {tag}", fn, _rounds(P, True))
 
 
-@pytest.mark.parametrize("impl", ["fedmm", "numpy_median"])
+@pytest.mark.parametrize("impl", ["fedmm", "fedmm_1thread", "numpy_median"])
 def test_median(benchmark, data, impl):
     tag, P, bufs, w, stack = data
-    if impl == "fedmm":
+    if impl.startswith("fedmm"):
+        threads = 1 if impl.endswith("1thread") else None
         def fn():
-            return aggregate(bufs, method="median", backend="cpp")
+            return aggregate(bufs, method="median", backend="cpp", n_threads=threads)
     else:
         def fn():
             return np.median(stack, axis=0)
     if P <= 1_000_000:
         np.testing.assert_allclose(fn(), np.median(stack, axis=0), rtol=1e-6, atol=1e-7)
-    _run(benchmark, f"median {tag}", fn, _rounds(P, impl == "fedmm"))
+    _run(benchmark, f"median {tag}", fn, _rounds(P, impl.startswith("fedmm")))
 
 
-@pytest.mark.parametrize("impl", ["fedmm", "numpy_sort"])
+@pytest.mark.parametrize("impl", ["fedmm", "fedmm_1thread", "numpy_sort"])
 def test_trimmed_mean(benchmark, data, impl):
     tag, P, bufs, w, stack = data
     t = int(np.floor(TRIM * K))
-    if impl == "fedmm":
+    if impl.startswith("fedmm"):
+        threads = 1 if impl.endswith("1thread") else None
         def fn():
-            return aggregate(bufs, method="trimmed_mean", trim=TRIM, backend="cpp")
+            return aggregate(bufs, method="trimmed_mean", trim=TRIM, backend="cpp", n_threads=threads)
     else:
         def fn():
             return np.sort(stack, axis=0)[t:K - t].mean(axis=0)
     if P <= 1_000_000:
         ref = np.sort(stack.astype(np.float64), axis=0)[t:K - t].mean(axis=0)
         np.testing.assert_allclose(fn(), ref, rtol=1e-5, atol=1e-6)
-    _run(benchmark, f"trimmed_mean {tag}", fn, _rounds(P, impl == "fedmm"))
+    _run(benchmark, f"trimmed_mean {tag}", fn, _rounds(P, impl.startswith("fedmm")))
 
 
 def test_krum(benchmark, data):
