@@ -23,7 +23,11 @@ from fedmm.io import read_json, write_json
 MODALITIES = ("image_only", "text_only", "multimodal", "mixed")
 
 
-class RoundFailed(RuntimeError):
+class TransportError(RuntimeError):
+    """A federation could not go on (the message says why and what was kept)."""
+
+
+class RoundFailed(TransportError):
     """A round could not complete (too few valid uploads); the last global state is kept."""
 
 

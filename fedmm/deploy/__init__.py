@@ -1,0 +1,1 @@
+"""Deployment helpers: TLS certificates, SuperNode keys, Flower process command lines."""

@@ -1,0 +1,192 @@
+"""Command lines for the Flower processes of a deployment, and child-process handling.
+
+TLS is the default everywhere: a command without certificates is refused unless
+``insecure`` is asked for explicitly. The builders only assemble argument lists;
+the CLI (``fedmm deploy ...``) and the local launcher run them.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+FLOWER_APP_NAME = "fedmm"
+
+
+def executable(name: str) -> str:
+    """A console script of this environment (beside the running Python) or from PATH."""
+    found = shutil.which(name, path=os.path.dirname(sys.executable)) or shutil.which(name)
+    if not found:
+        raise FileNotFoundError(f"{name} not found; install the deployment extra: pip install 'fedmm[deploy]'")
+    return found
+
+
+def flower_env(**extra: str) -> dict[str, str]:
+    """This environment, with its console-script folder first on PATH: Flower processes start
+    helpers (``flower-superexec``, ``flwr-serverapp``, ``flwr-clientapp``) by name."""
+    env = {**os.environ, **extra}
+    bindir = os.path.dirname(sys.executable)
+    env["PATH"] = os.pathsep.join([bindir, env.get("PATH", "")]) if env.get("PATH") else bindir
+    return env
+
+
+def check_security(ca: Path | None, insecure: bool, what: str) -> None:
+    """TLS unless ``insecure`` is explicit; never both."""
+    if insecure and ca is not None:
+        raise ValueError(f"{what}: choose TLS (certificates) or --insecure, not both")
+    if not insecure and ca is None:
+        raise ValueError(f"{what}: TLS is the default; give the certificates made by 'fedmm deploy certs' "
+                         "or pass --insecure explicitly (plain text, for tests on one machine only)")
+    if ca is not None and not Path(ca).exists():
+        raise FileNotFoundError(f"{what}: {ca} not found")
+
+
+def format_config(values: dict) -> str:
+    """``key='value' n=3 flag=true``: the format of ``--node-config`` and ``--run-config``."""
+    parts = []
+    for k, v in values.items():
+        if isinstance(v, bool):
+            parts.append(f"{k}={'true' if v else 'false'}")
+        elif isinstance(v, (int, float)):
+            parts.append(f"{k}={v!r}")
+        else:
+            s = str(v)
+            if "'" in s or "\n" in s:
+                raise ValueError(f"{k}: value {s!r} may not contain quotes or newlines")
+            parts.append(f"{k}='{s}'")
+    return " ".join(parts)
+
+
+def superlink_argv(certs_dir: Path | None, insecure: bool = False, host: str = "0.0.0.0", port: int = 8000,
+                   database: Path | None = None, supernode_auth: bool = False) -> list[str]:
+    """``flower-superlink`` serving Fleet, Control and runtime APIs on one port, app deps not installed."""
+    ca = Path(certs_dir) / "ca.crt" if certs_dir is not None else None
+    check_security(ca, insecure, "SuperLink")
+    argv = [executable("flower-superlink"), "--host", host, "--port", str(port),
+            "--disable-runtime-dependency-installation"]
+    if insecure:
+        argv.append("--insecure")
+    else:
+        argv += ["--ssl-ca-certfile", str(ca), "--ssl-certfile", str(Path(certs_dir) / "server.pem"),
+                 "--ssl-keyfile", str(Path(certs_dir) / "server.key")]
+    if database is not None:
+        argv += ["--database", str(database)]
+    if supernode_auth:
+        argv.append("--enable-supernode-auth")
+    return argv
+
+
+def supernode_argv(superlink: str, client_dir: Path, ca: Path | None, insecure: bool = False,
+                   shared_dir: Path | None = None, host: str = "127.0.0.1", port: int = 9094,
+                   auth_key: Path | None = None, device: str | None = None, threads: int | None = None) -> list[str]:
+    """``flower-supernode`` for one hospital; its client folder goes in ``--node-config``."""
+    check_security(ca, insecure, "SuperNode")
+    node = {"client-dir": os.path.abspath(client_dir)}
+    if shared_dir is not None:
+        node["shared-dir"] = os.path.abspath(shared_dir)
+    if device:
+        node["device"] = device
+    if threads:
+        node["threads"] = int(threads)
+    argv = [executable("flower-supernode"), "--superlink", superlink, "--host", host, "--port", str(port),
+            "--node-config", format_config(node)]
+    argv += ["--insecure"] if insecure else ["--root-certificates", str(ca)]
+    if auth_key is not None:
+        argv += ["--auth-supernode-private-key", str(auth_key)]
+    return argv
+
+
+def write_flwr_config(home: Path, address: str, ca: Path | None, insecure: bool = False,
+                      name: str = FLOWER_APP_NAME) -> Path:
+    """``$FLWR_HOME/config.toml`` naming one SuperLink connection (the ``flwr`` CLI reads it)."""
+    check_security(ca, insecure, "flwr run")
+    home.mkdir(parents=True, exist_ok=True)
+    conn = ["insecure = true"] if insecure else [f"root-certificates = '{os.path.abspath(ca)}'"]
+    text = "\n".join(["[superlink]", f"default = '{name}'", "", f"[superlink.{name}]", f"address = '{address}'",
+                      *conn]) + "\n"
+    path = home / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def app_dir() -> Path:
+    """The Flower app folder (its pyproject.toml names fedmm's ServerApp and ClientApp)."""
+    return Path(__file__).resolve().parents[1] / "engines" / "flower" / "app"
+
+
+def flwr_run_argv(run_config: dict, name: str = FLOWER_APP_NAME) -> list[str]:
+    return [executable("flwr"), "run", str(app_dir()), name, "--stream", "--run-config", format_config(run_config)]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    """Until something accepts connections on host:port (or the process died, or the time is up)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process {proc.args[0]} exited with code {proc.returncode} before listening")
+        try:
+            with socket.create_connection((host, port), timeout=1.0):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:.0f} s")
+
+
+class ManagedProcess:
+    """A child process in its own process group (its own children included), output to a log file."""
+
+    def __init__(self, name: str, argv: list[str], log_path: Path, env: dict | None = None) -> None:
+        self.name, self.log_path = name, Path(log_path)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env=env, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def _signal_group(self, sig: int) -> None:
+        try:
+            os.killpg(self.proc.pid, sig)   # the group this process leads (start_new_session)
+        except ProcessLookupError:
+            pass
+
+    def kill(self) -> None:
+        """Immediate stop, as a crash would (SIGKILL to the process and its children)."""
+        self._signal_group(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout`` s; always reaps and closes the log."""
+        try:
+            if self.running():
+                self._signal_group(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    self._signal_group(signal.SIGKILL)
+                    self.proc.wait(timeout=30)
+            self._signal_group(signal.SIGKILL)  # children left behind by a process that exited
+        finally:
+            self._log.close()
+
+    def tail(self, n: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""

@@ -1,0 +1,155 @@
+"""The Flower ServerApp: the one round loop (:func:`fedmm.engines.local.run_rounds`) over the Grid.
+
+Run configuration (``flwr run ... --run-config``): ``server-dir`` (absolute path of
+the server folder holding ``config.toml`` and ``federation.json``, as
+``fedmm server init`` writes them; checkpoints and metrics go there too),
+``resume`` (continue from its latest checkpoint), ``round-timeout`` (seconds to
+wait for the clients' replies each round; a node that has not answered by then
+is left out of the round) and ``node-wait`` (seconds to wait, at the start of a
+round, for every client's SuperNode to be connected).
+
+Flower's own ``Strategy.start`` is a second round loop (train + evaluate per
+round); fedmm keeps one loop and uses the Grid directly as its transport: the
+server step is :meth:`ServerContext.finish_round` either way.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from logging import ERROR, INFO, WARNING
+from pathlib import Path
+
+import torch
+from flwr.app import Context, MessageType
+from flwr.app import Message as FlowerMessage
+from flwr.common import log
+from flwr.serverapp import Grid, ServerApp
+
+from fedmm.config import to_toml
+from fedmm.engines.clientside import read_config
+from fedmm.engines.flower.records import from_records, to_records
+from fedmm.engines.local import ServerContext, run_rounds
+from fedmm.engines.transport import (FederationInfo, RoundFailed, check_upload, n_requested_logits,
+                                     order_uploads)
+from fedmm.federated.messages import Message, MessageError
+from fedmm.io import write_json
+
+STATUS_FILE = "flower_run.json"
+
+
+class LogReporter:
+    """Round progress in the ServerApp log (streamed by ``flwr run --stream``)."""
+
+    def start_round(self, r: int, total_rounds: int, n_clients: int) -> None:
+        log(INFO, "[fedmm] round %d/%d: %d clients", r + 1, total_rounds, n_clients)
+
+    def client_done(self, name: str, meta: dict) -> None:
+        log(INFO, "[fedmm]   %s: val macro-F1 %.3f", name, meta["val_score"])
+
+    def end_round(self, r: int, info: dict) -> None:
+        log(INFO, "[fedmm] round %d done: %d uploads, mean val macro-F1 %.3f", r + 1, info.get("n_uploads", 0),
+            info["val_macro_f1_mean"])
+
+    def message(self, text: str) -> None:
+        log(WARNING, "[fedmm] %s", text)
+
+
+class FlowerTransport:
+    """One round = one Flower TRAIN message per connected SuperNode, replies decoded and validated."""
+
+    def __init__(self, grid: Grid, ctx: ServerContext, round_timeout: float, node_wait: float) -> None:
+        self.grid, self.ctx = grid, ctx
+        self.round_timeout, self.node_wait = float(round_timeout), float(node_wait)
+        self.stores: dict = {}   # client state stays on the SuperNodes' machines
+        self.extra = {"config": to_toml(ctx.cfg), "federation": json.dumps(asdict(ctx.info))}
+
+    def _nodes(self) -> list[int]:
+        """Connected SuperNodes, waiting up to ``node_wait`` s for one per client."""
+        deadline = time.time() + self.node_wait
+        while True:
+            nodes = sorted(self.grid.get_node_ids())
+            if len(nodes) >= len(self.ctx.info.clients) or time.time() >= deadline:
+                return nodes
+            time.sleep(1.0)
+
+    def _send(self, broadcast: Message, round_idx: int, message_type: str) -> tuple[list, list[str]]:
+        nodes = self._nodes()
+        need = max(1, int(self.ctx.cfg.fed.min_clients))
+        if len(nodes) < need:
+            raise RoundFailed(f"round {round_idx + 1}: only {len(nodes)} SuperNodes connected after "
+                              f"{self.node_wait:.0f} s, fewer than min_clients = {need}")
+        content = to_records(broadcast, self.extra)
+        out = [FlowerMessage(content, dst_node_id=n, message_type=message_type, group_id=str(round_idx + 1))
+               for n in nodes]
+        replies = list(self.grid.send_and_receive(out, timeout=self.round_timeout))
+        answered = {rep.metadata.src_node_id for rep in replies}
+        problems = [f"node {n}: no reply within {self.round_timeout:.0f} s" for n in nodes if n not in answered]
+        ok = []
+        for rep in replies:
+            if rep.has_error():
+                problems.append(f"node {rep.metadata.src_node_id}: client failed: {rep.error.reason}")
+            else:
+                ok.append(rep)
+        return ok, problems
+
+    def exchange(self, broadcast: Message, round_idx: int) -> list[Message]:
+        replies, problems = self._send(broadcast, round_idx, MessageType.TRAIN)
+        uploads, n_logits = [], n_requested_logits(broadcast)
+        for rep in replies:
+            try:
+                up, _ = from_records(rep.content, "upload")
+                check_upload(up, self.ctx.spec, round_idx, self.ctx.info.clients, n_logits)
+            except MessageError as exc:
+                problems.append(f"node {rep.metadata.src_node_id}: upload rejected: {exc}")
+                continue
+            uploads.append(up)
+            self.ctx.reporter.client_done(up.meta["client"], up.meta)
+        uploads, duplicates = order_uploads(uploads, self.ctx.info.clients)
+        for line in problems + duplicates:
+            self.ctx.reporter.message(f"left out of round {round_idx + 1}: {line}")
+        return uploads
+
+    def finish(self, state) -> None:
+        """Deliver the final global state (EVALUATE message): each client writes its deployed model."""
+        try:
+            replies, problems = self._send(state.broadcast({"strategy": self.ctx.strategy.name}), state.round,
+                                           MessageType.EVALUATE)
+        except RoundFailed as exc:  # the rounds are done and checkpointed; only the delivery failed
+            self.ctx.reporter.message(f"final update not delivered: {exc}")
+            return
+        reports = []
+        for rep in replies:
+            try:
+                reports.append(json.loads(rep.content.config_records["fedmm.update"]["report"]))
+            except (KeyError, ValueError, TypeError) as exc:
+                problems.append(f"node {rep.metadata.src_node_id}: bad update report ({exc!r})")
+        for line in problems:
+            self.ctx.reporter.message(f"final update: {line}")
+        write_json(self.ctx.run_dir / "client_updates.json", sorted(reports, key=lambda x: str(x.get("client"))))
+
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Run the configured rounds from ``server-dir``; record the outcome in ``server-dir/flower_run.json``."""
+    rc = context.run_config
+    server_dir = Path(str(rc["server-dir"]))
+    if not server_dir.is_absolute():
+        raise ValueError(f"run config server-dir must be an absolute path, got {server_dir}")
+    (server_dir / STATUS_FILE).unlink(missing_ok=True)
+    ctx = ServerContext(read_config(server_dir / "config.toml"), FederationInfo.load(server_dir / "federation.json"),
+                        server_dir, LogReporter())
+    if ctx.cfg.threads > 0:
+        torch.set_num_threads(ctx.cfg.threads)
+    transport = FlowerTransport(grid, ctx, float(rc["round-timeout"]), float(rc["node-wait"]))
+    try:
+        state = run_rounds(ctx, transport, resume=bool(rc["resume"]))
+        transport.finish(state)
+    except RoundFailed as exc:
+        log(ERROR, "[fedmm] %s", exc)
+        write_json(server_dir / STATUS_FILE, {"status": "failed", "reason": str(exc)})
+        raise
+    write_json(server_dir / STATUS_FILE, {"status": "done", "rounds": state.round})
