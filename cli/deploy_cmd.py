@@ -1,0 +1,140 @@
+"""``fedmm deploy``: certificates, SuperNode keys and the Flower processes of a real deployment.
+
+TLS is the default: ``superlink``, ``supernode`` and ``start`` refuse to run
+without certificates unless ``--insecure`` is given explicitly.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from fedmm.deploy.processes import flower_env, flwr_run_argv, superlink_argv, supernode_argv, write_flwr_config
+
+app = typer.Typer(help="Real deployment with Flower: TLS certificates, SuperNode keys, processes",
+                  no_args_is_help=True)
+console = Console()
+Insecure = Annotated[bool, typer.Option("--insecure", help="Plain text, no TLS (tests on one machine only)")]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the command instead of running it")]
+
+
+def _run(argv: list[str], dry_run: bool, env: dict | None = None, replace: bool = True) -> None:
+    if dry_run:
+        console.print(shlex.join(argv), highlight=False, soft_wrap=True)
+        return
+    env = env or flower_env()
+    if replace:
+        os.execve(argv[0], argv, env)  # the Flower process replaces this one (signals reach it directly)
+    raise typer.Exit(code=subprocess.run(argv, env=env).returncode)
+
+
+def _guard(build):
+    try:
+        return build()
+    except (ValueError, FileNotFoundError) as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(code=2) from exc
+
+
+@app.command("certs")
+def certs(
+    out: Annotated[Path, typer.Argument(help="Folder for ca.crt, ca.key, server.pem, server.key")],
+    host: Annotated[Optional[list[str]], typer.Option(
+        "--host", help="Name or IP address the SuperLink is reached at (repeatable)")] = None,
+    days: Annotated[int, typer.Option(min=1, help="Validity in days")] = 365,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing files")] = False,
+) -> None:
+    """Generate a CA and a SuperLink server certificate signed by it."""
+    from fedmm.deploy.certs import make_certs  # needs the deployment extra (cryptography)
+
+    hosts = host or ["127.0.0.1", "localhost"]
+    try:
+        paths = make_certs(out, hosts, days, overwrite)
+    except (FileExistsError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(code=1) from exc
+    console.print(f"CA {paths['ca.crt']} (give it to every hospital; keep ca.key offline), server certificate "
+                  f"{paths['server.pem']} for {', '.join(hosts)}", highlight=False)
+
+
+@app.command("node-key")
+def node_key(
+    path: Annotated[Path, typer.Argument(help="Private key file to write (PATH.pub gets the public key)")],
+    overwrite: Annotated[bool, typer.Option(help="Replace existing files")] = False,
+) -> None:
+    """Generate a SuperNode authentication key pair (ECDSA P-384, OpenSSH format)."""
+    from fedmm.deploy.certs import make_node_key  # needs the deployment extra (cryptography)
+
+    try:
+        private, public = make_node_key(path, overwrite)
+    except FileExistsError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(code=1) from exc
+    console.print(f"private key {private} (stays at the hospital), public key {public} (register it on the "
+                  "SuperLink: flwr supernode register)", highlight=False)
+
+
+@app.command("superlink")
+def superlink(
+    certs_dir: Annotated[Optional[Path], typer.Option("--certs", help="Folder made by 'fedmm deploy certs'")] = None,
+    insecure: Insecure = False,
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "0.0.0.0",
+    port: Annotated[int, typer.Option(help="Port (Fleet, Control and runtime APIs)")] = 8000,
+    database: Annotated[Optional[Path], typer.Option(help="Keep SuperLink state in this file")] = None,
+    supernode_auth: Annotated[bool, typer.Option(
+        "--supernode-auth", help="Accept only registered SuperNodes")] = False,
+    dry_run: DryRun = False,
+) -> None:
+    """Start the coordinator's SuperLink (TLS unless --insecure)."""
+    _run(_guard(lambda: superlink_argv(certs_dir, insecure, host, port, database, supernode_auth)), dry_run)
+
+
+@app.command("supernode")
+def supernode(
+    client_dir: Annotated[Path, typer.Option("--client-dir", help="This hospital's client folder")],
+    superlink_address: Annotated[str, typer.Option("--superlink", help="HOST:PORT of the SuperLink")],
+    ca: Annotated[Optional[Path], typer.Option("--ca", help="ca.crt from the coordinator")] = None,
+    insecure: Insecure = False,
+    shared: Annotated[Optional[Path], typer.Option(
+        "--shared-dir", help="Distributed global_vectors folder (default: CLIENT_DIR/../server/global_vectors)")] = None,
+    port: Annotated[int, typer.Option(help="Local port of this SuperNode's runtime API")] = 9094,
+    auth_key: Annotated[Optional[Path], typer.Option("--auth-key", help="Private key from 'fedmm deploy node-key'")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu | cuda")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch")] = None,
+    dry_run: DryRun = False,
+) -> None:
+    """Start one hospital's SuperNode (TLS unless --insecure), told its client folder via --node-config."""
+    if not (client_dir / "train").is_dir():
+        console.print(f"[red]error:[/red] {client_dir}: no train/ folder", highlight=False)
+        raise typer.Exit(code=2)
+    _run(_guard(lambda: supernode_argv(superlink_address, client_dir, ca, insecure, shared, "127.0.0.1", port,
+                                       auth_key, device, threads)), dry_run)
+
+
+@app.command("start")
+def start(
+    root: Annotated[Path, typer.Option("--root", help="CLIENT_ROOT prepared with 'fedmm server init'")],
+    superlink_address: Annotated[str, typer.Option("--superlink", help="HOST:PORT of the SuperLink")],
+    ca: Annotated[Optional[Path], typer.Option("--ca", help="ca.crt")] = None,
+    insecure: Insecure = False,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Ignore checkpoints; start at round 0")] = False,
+    round_timeout: Annotated[float, typer.Option(help="Seconds to wait for replies in a round")] = 600.0,
+    node_wait: Annotated[float, typer.Option(help="Seconds to wait for every SuperNode at a round's start")] = 120.0,
+    dry_run: DryRun = False,
+) -> None:
+    """Submit the fedmm Flower app to the SuperLink (flwr run); rounds continue from the latest checkpoint."""
+    server_dir = (root / "server").resolve()
+    if not (server_dir / "config.toml").exists() and not dry_run:
+        console.print(f"[red]error:[/red] {server_dir}: no config.toml (run 'fedmm server init' first)",
+                      highlight=False)
+        raise typer.Exit(code=2)
+    home = server_dir / "flwr_home"
+    _guard(lambda: write_flwr_config(home, superlink_address, ca, insecure))
+    argv = flwr_run_argv({"server-dir": str(server_dir), "resume": not fresh, "round-timeout": round_timeout,
+                          "node-wait": node_wait})
+    _run(argv, dry_run, env=flower_env(FLWR_HOME=str(home)), replace=False)
