@@ -5,7 +5,11 @@ import logging
 
 import typer
 
+from fedmm.cli.client_cmd import all_app as clients_app
+from fedmm.cli.client_cmd import app as client_app
+from fedmm.cli.deploy_cmd import app as deploy_app
 from fedmm.cli.run_cmd import run, sweep
+from fedmm.cli.server_cmd import app as server_app
 
 app = typer.Typer(help="fedmm: federated multimodal (image + text) learning with missing modalities.",
                   no_args_is_help=True, add_completion=False)
@@ -18,6 +22,11 @@ try:  # the data command group lives in its own module
     app.add_typer(data_app, name="data")
 except ImportError:  # pragma: no cover - only while the module is absent
     pass
+
+app.add_typer(client_app, name="client")
+app.add_typer(clients_app, name="clients")
+app.add_typer(server_app, name="server")
+app.add_typer(deploy_app, name="deploy")
 
 
 def main() -> None:

@@ -12,8 +12,9 @@ from rich.table import Table
 
 from fedmm.config import load_config, set_key
 from fedmm.engines.evaluate import summarize_seeds
-from fedmm.engines.local import load_run_config, new_run_dir, run_simulation
+from fedmm.engines.local import TRANSPORTS, load_run_config, new_run_dir, run_simulation
 from fedmm.engines.report import summary_rows
+from fedmm.engines.transport import TransportError
 
 
 class RichReporter:
@@ -71,9 +72,13 @@ def run(
     preset: Annotated[str, typer.Option(help="default | smoke (tiny, for tests)")] = "default",
     resume: Annotated[Optional[Path], typer.Option(help="Resume the run in this directory")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars")] = False,
+    transport: Annotated[str, typer.Option(
+        help="local (in process) | files (file exchange) | flower (SuperLink + SuperNodes on 127.0.0.1, TLS)")] = "local",
 ) -> None:
     """Run a simulated federation (default: 30 clients on synthcxr) and print the results table."""
     console = Console(quiet=quiet)
+    if transport not in TRANSPORTS:
+        raise typer.BadParameter(f"--transport must be one of {', '.join(TRANSPORTS)}")
     try:
         if resume:
             cfg = load_run_config(resume)
@@ -88,8 +93,12 @@ def run(
     except (KeyError, ValueError, FileExistsError, FileNotFoundError) as exc:
         raise typer.BadParameter(str(exc)) from exc
     console.print(f"run directory: {run_dir}")
-    with RichReporter(console) as reporter:
-        summary = run_simulation(cfg, Path(run_dir), resume=bool(resume), reporter=reporter)
+    try:
+        with RichReporter(console) as reporter:
+            summary = run_simulation(cfg, Path(run_dir), resume=bool(resume), reporter=reporter, transport=transport)
+    except TransportError as exc:  # a round without enough clients, a failed Flower run
+        Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(code=1) from exc
     console.print(results_table(summary, f"{summary['strategy']} - seed {summary['seed']} - "
                                          f"{summary['rounds']} rounds - {summary['wall_s']:.0f} s"))
     console.print(f"summary: {Path(run_dir) / 'summary.json'}")
