@@ -48,8 +48,9 @@ setup(
     python_requires=">=3.11",
     packages=[
         "fedmm", "fedmm.data", "fedmm.models", "fedmm.ops", "fedmm.federated",
-        "fedmm.engines", "fedmm.kernels", "fedmm.cli",
+        "fedmm.engines", "fedmm.engines.flower", "fedmm.deploy", "fedmm.kernels", "fedmm.cli",
     ],
+    package_data={"fedmm.engines.flower": ["app/pyproject.toml"]},
     package_dir={"fedmm": "fedmm", "fedmm.kernels": "kernels", "fedmm.cli": "cli"},
     ext_modules=ext_modules,
     cmdclass={"build_ext": CMakeBuild},
@@ -58,8 +59,8 @@ setup(
         "faiss-cpu", "typer", "rich", "pillow", "matplotlib", "triton; platform_system=='Linux'",
     ],
     extras_require={
-        "test": ["pytest", "pytest-benchmark", "lap"],
-        "deploy": ["flwr>=1.42,<1.43"],
+        "test": ["pytest", "pytest-benchmark", "lap", "flwr>=1.42,<1.43", "cryptography"],
+        "deploy": ["flwr>=1.42,<1.43", "cryptography"],
     },
     entry_points={"console_scripts": ["fedmm=fedmm.cli.app:main"]},
     zip_safe=False,
