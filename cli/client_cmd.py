@@ -15,7 +15,7 @@ app = typer.Typer(help="One hospital's steps of the file exchange (reads only it
                   no_args_is_help=True)
 all_app = typer.Typer(help="Run a step for every client of CLIENT_ROOT in turn (all sites on one machine)",
                       no_args_is_help=True)
-console = Console()
+console = Console(soft_wrap=True)
 
 ClientDir = Annotated[Path, typer.Option("--client-dir", help="The client folder, e.g. CLIENT_ROOT/client_3")]
 SharedDir = Annotated[Optional[Path], typer.Option(

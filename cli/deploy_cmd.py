@@ -18,7 +18,7 @@ from fedmm.deploy.processes import flower_env, flwr_run_argv, superlink_argv, su
 
 app = typer.Typer(help="Real deployment with Flower: TLS certificates, SuperNode keys, processes",
                   no_args_is_help=True)
-console = Console()
+console = Console(soft_wrap=True)
 Insecure = Annotated[bool, typer.Option("--insecure", help="Plain text, no TLS (tests on one machine only)")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the command instead of running it")]
 

@@ -14,7 +14,7 @@ from fedmm.engines.transport import RoundFailed
 from fedmm.federated.messages import MessageError
 
 app = typer.Typer(help="The coordinator's steps of the file exchange", no_args_is_help=True)
-console = Console()
+console = Console(soft_wrap=True)
 Root = Annotated[Path, typer.Option("--root", help="CLIENT_ROOT (the server uses CLIENT_ROOT/server/)")]
 
 
