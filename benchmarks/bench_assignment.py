@@ -4,8 +4,9 @@
     python -m pytest benchmarks/bench_assignment.py --benchmark-only -k "n256 or n1024"
 
 Square n x n float64 matrices, uniform on [0, 1), one seeded matrix per n shared by all
-solvers (grouped by n). Before timing, each solver's optimal cost is checked against
-scipy's. Rounds shrink with n so that n = 4096 stays at a few solves per solver.
+solvers (grouped by n); plus n = 1024 with integer costs 0..n-1 (many ties, where lap is
+strongest). Before timing, each solver's optimal cost is checked against scipy's. Rounds
+shrink with n so that n = 4096 stays at a few solves per solver.
 """
 from __future__ import annotations
 
@@ -54,6 +55,16 @@ def test_lsa(benchmark, cost, solver):
     benchmark.extra_info["n"] = n
     rounds = {16: 2000, 64: 500, 256: 50, 1024: 8, 4096: 3}[n]
     benchmark.pedantic(fn, args=(c,), rounds=rounds, iterations=1, warmup_rounds=1)
+
+
+@pytest.mark.parametrize("solver", list(SOLVERS))
+def test_lsa_integer_costs(benchmark, solver):
+    n = 1024
+    c = np.random.default_rng(7).integers(0, n, (n, n)).astype(np.float64)  # [n, n], ties
+    r, col = SOLVERS[solver](c)
+    assert c[r, col].sum() == c[scipy_lsa(c)].sum(), f"{solver} is not optimal"
+    benchmark.group = "lsa n=1024 integer costs 0..n-1"
+    benchmark.pedantic(SOLVERS[solver], args=(c,), rounds=8, iterations=1, warmup_rounds=1)
 
 
 @pytest.mark.parametrize("solver", ["fedmm_batch", "scipy_loop"])
