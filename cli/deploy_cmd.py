@@ -14,7 +14,8 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from fedmm.deploy.processes import flower_env, flwr_run_argv, superlink_argv, supernode_argv, write_flwr_config
+from fedmm.deploy.processes import (FLOWER_APP_NAME, executable, flower_env, flwr_run_argv, superlink_argv,
+                                    supernode_argv, write_flwr_config)
 
 app = typer.Typer(help="Real deployment with Flower: TLS certificates, SuperNode keys, processes",
                   no_args_is_help=True)
@@ -30,7 +31,11 @@ def _run(argv: list[str], dry_run: bool, env: dict | None = None, replace: bool 
     env = env or flower_env()
     if replace:
         os.execve(argv[0], argv, env)  # the Flower process replaces this one (signals reach it directly)
-    raise typer.Exit(code=subprocess.run(argv, env=env).returncode)
+    with subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          errors="replace") as proc:
+        for line in proc.stdout:  # relayed line by line (flwr run --stream runs for the whole federation)
+            typer.echo(line, nl=False)
+    raise typer.Exit(code=proc.returncode)
 
 
 def _guard(build):
@@ -137,4 +142,20 @@ def start(
     _guard(lambda: write_flwr_config(home, superlink_address, ca, insecure))
     argv = flwr_run_argv({"server-dir": str(server_dir), "resume": not fresh, "round-timeout": round_timeout,
                           "node-wait": node_wait})
+    _run(argv, dry_run, env=flower_env(FLWR_HOME=str(home)), replace=False)
+
+
+@app.command("register")
+def register(
+    public_key: Annotated[Path, typer.Argument(help="A hospital's PATH.pub from 'fedmm deploy node-key'")],
+    root: Annotated[Path, typer.Option("--root", help="CLIENT_ROOT of the coordinator")],
+    superlink_address: Annotated[str, typer.Option("--superlink", help="HOST:PORT of the SuperLink")],
+    ca: Annotated[Optional[Path], typer.Option("--ca", help="ca.crt")] = None,
+    insecure: Insecure = False,
+    dry_run: DryRun = False,
+) -> None:
+    """Register a SuperNode's public key on a SuperLink started with --supernode-auth."""
+    home = (root / "server").resolve() / "flwr_home"
+    _guard(lambda: write_flwr_config(home, superlink_address, ca, insecure))
+    argv = _guard(lambda: [executable("flwr"), "supernode", "register", str(public_key.resolve()), FLOWER_APP_NAME])
     _run(argv, dry_run, env=flower_env(FLWR_HOME=str(home)), replace=False)

@@ -90,6 +90,8 @@ def run(
                 if value is not None:
                     set_key(cfg, key, str(value))
             run_dir = new_run_dir(cfg)
+        if transport != "local" and cfg.fed.strategy == "centralized":
+            raise ValueError("the centralized baseline pools all data in one place; use --transport local")
     except (KeyError, ValueError, FileExistsError, FileNotFoundError) as exc:
         raise typer.BadParameter(str(exc)) from exc
     console.print(f"run directory: {run_dir}")

@@ -41,15 +41,19 @@ STATUS_FILE = "flower_run.json"
 class LogReporter:
     """Round progress in the ServerApp log (streamed by ``flwr run --stream``)."""
 
+    def __init__(self) -> None:
+        self.t0 = time.time()
+
     def start_round(self, r: int, total_rounds: int, n_clients: int) -> None:
+        self.t0 = time.time()
         log(INFO, "[fedmm] round %d/%d: %d clients", r + 1, total_rounds, n_clients)
 
     def client_done(self, name: str, meta: dict) -> None:
         log(INFO, "[fedmm]   %s: val macro-F1 %.3f", name, meta["val_score"])
 
     def end_round(self, r: int, info: dict) -> None:
-        log(INFO, "[fedmm] round %d done: %d uploads, mean val macro-F1 %.3f", r + 1, info.get("n_uploads", 0),
-            info["val_macro_f1_mean"])
+        log(INFO, "[fedmm] round %d done in %.0f s: %d uploads, mean val macro-F1 %.3f", r + 1,
+            time.time() - self.t0, info.get("n_uploads", 0), info["val_macro_f1_mean"])
 
     def message(self, text: str) -> None:
         log(WARNING, "[fedmm] %s", text)
@@ -62,6 +66,7 @@ class FlowerTransport:
         self.grid, self.ctx = grid, ctx
         self.round_timeout, self.node_wait = float(round_timeout), float(node_wait)
         self.stores: dict = {}   # client state stays on the SuperNodes' machines
+        self.last_ok_nodes: list[int] | None = None   # nodes that answered the last round
         self.extra = {"config": to_toml(ctx.cfg), "federation": json.dumps(asdict(ctx.info))}
 
     def _nodes(self) -> list[int]:
@@ -73,8 +78,9 @@ class FlowerTransport:
                 return nodes
             time.sleep(1.0)
 
-    def _send(self, broadcast: Message, round_idx: int, message_type: str) -> tuple[list, list[str]]:
-        nodes = self._nodes()
+    def _send(self, broadcast: Message, round_idx: int, message_type: str,
+              nodes: list[int] | None = None) -> tuple[list, list[str]]:
+        nodes = self._nodes() if nodes is None else nodes
         need = max(1, int(self.ctx.cfg.fed.min_clients))
         if len(nodes) < need:
             raise RoundFailed(f"round {round_idx + 1}: only {len(nodes)} SuperNodes connected after "
@@ -91,6 +97,7 @@ class FlowerTransport:
                 problems.append(f"node {rep.metadata.src_node_id}: client failed: {rep.error.reason}")
             else:
                 ok.append(rep)
+        self.last_ok_nodes = sorted(rep.metadata.src_node_id for rep in ok)
         return ok, problems
 
     def exchange(self, broadcast: Message, round_idx: int) -> list[Message]:
@@ -111,10 +118,11 @@ class FlowerTransport:
         return uploads
 
     def finish(self, state) -> None:
-        """Deliver the final global state (EVALUATE message): each client writes its deployed model."""
+        """Deliver the final global state (EVALUATE message) to the nodes that answered the last round
+        (a node that dropped out is not waited for again); each writes its deployed model."""
         try:
             replies, problems = self._send(state.broadcast({"strategy": self.ctx.strategy.name}), state.round,
-                                           MessageType.EVALUATE)
+                                           MessageType.EVALUATE, self.last_ok_nodes)
         except RoundFailed as exc:  # the rounds are done and checkpointed; only the delivery failed
             self.ctx.reporter.message(f"final update not delivered: {exc}")
             return
