@@ -189,7 +189,11 @@ def aggregate(root: Path, reporter=None, min_clients: int | None = None) -> tupl
     if not (ctx.ckpt_dir / "latest.json").exists():
         raise FileNotFoundError(f"{ctx.run_dir}: no global state (run 'fedmm server init' first)")
     t0 = time.time()
-    state, wall = ctx.start(resume=True)
+    state, wall = ctx.start(resume=True, announce=False)   # also drops metric rows of an unfinished aggregation
+    shared = shared_dir(root)
+    if not (shared / "latest.json").exists() or read_json(shared / "latest.json").get("round") != state.round:
+        publish_state(shared, state.broadcast({"strategy": ctx.strategy.name}))   # an earlier run stopped in between
+        ctx.reporter.message(f"published the global state after round {state.round} again")
     if state.round >= ctx.cfg.fed.rounds:
         raise RoundFailed(f"all {ctx.cfg.fed.rounds} rounds are done (raise fed.rounds in {ctx.run_dir}/config.toml "
                           "to continue)")
@@ -198,7 +202,7 @@ def aggregate(root: Path, reporter=None, min_clients: int | None = None) -> tupl
     for line in problems:
         ctx.reporter.message(f"left out of round {state.round + 1}: {line}")
     state, info = ctx.finish_round(state, uploads, wall + time.time() - t0)
-    publish_state(shared_dir(root), state.broadcast({"strategy": ctx.strategy.name}))
+    publish_state(shared, state.broadcast({"strategy": ctx.strategy.name}))
     return state, info, problems
 
 

@@ -141,3 +141,26 @@ def test_superlink_serves_our_certificate_and_admits_only_registered_supernodes(
         for p in reversed(procs):
             p.stop()
     assert not any(p.running() for p in procs)
+
+
+def test_insecure_superlink_only_when_asked_speaks_plain_http(tmp_path):
+    port = free_port()
+    link = ManagedProcess("superlink", superlink_argv(None, insecure=True, host="127.0.0.1", port=port),
+                          tmp_path / "superlink.log", flower_env(FLWR_HOME=str(tmp_path / "home")))
+    try:
+        wait_for_port("127.0.0.1", port, 60, link.proc)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/")
+        assert conn.getresponse().status < 600
+        conn.close()
+    finally:
+        link.stop()
+    assert not link.running()
+
+
+def test_run_transport_option_is_checked(tmp_path):
+    bogus = runner.invoke(app, ["run", "--transport", "pigeon", "--out", str(tmp_path), "--quiet"])
+    assert bogus.exit_code == 2 and "--transport" in bogus.output
+    central = runner.invoke(app, ["run", "--transport", "flower", "--strategy", "centralized", "--out", str(tmp_path),
+                                  "--quiet"])
+    assert central.exit_code == 2 and "centralized" in central.output
