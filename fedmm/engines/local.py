@@ -21,8 +21,7 @@ from fedmm.config import RunConfig, from_dict, to_toml
 from fedmm.engines.evaluate import evaluate_federation
 from fedmm.engines.prepare import Federation, prepare_federation
 from fedmm.engines.report import write_outputs
-from fedmm.engines.transport import (FederationInfo, InProcessTransport, RoundFailed, broadcast_spec,
-                                    upload_spec)
+from fedmm.engines.transport import FederationInfo, InProcessTransport, RoundFailed, upload_spec
 from fedmm.federated.client import build_model, model_state, stable_seed
 from fedmm.federated.messages import Message
 from fedmm.federated.server import ServerState, server_round
@@ -80,19 +79,19 @@ class ServerContext:
         self.head = build_model(self.cfg, self.info.vocab_size, n_classes, stable_seed(int(self.cfg.seed), 0xC0FFEE)).head
         shapes = {k: tuple(v.shape) for k, v in self.head.state_dict().items()}
         self.spec = upload_spec(shapes, self.head.d, n_classes)
-        self.broadcast_spec = broadcast_spec(shapes, self.head.d, n_classes)
 
     @property
     def ckpt_dir(self) -> Path:
         return self.run_dir / "checkpoints"
 
-    def start(self, resume: bool) -> tuple[ServerState, float]:
+    def start(self, resume: bool, announce: bool = True) -> tuple[ServerState, float]:
         """The state to continue from (latest checkpoint when resuming) and the wall time already spent."""
         seed, metrics_path = int(self.cfg.seed), self.run_dir / "metrics.jsonl"
         if resume and (self.ckpt_dir / "latest.json").exists():
             state, wall = self.latest()
             _truncate_metrics(metrics_path, state.round)
-            self.reporter.message(f"resuming after round {state.round}")
+            if announce:
+                self.reporter.message(f"resuming after round {state.round}")
             return state, wall
         metrics_path.unlink(missing_ok=True)
         state = ServerState(0, model_state(self.head))
