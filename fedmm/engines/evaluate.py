@@ -43,7 +43,8 @@ def evaluate_federation(fed, cfg, strategy, state, stores: dict[str, ClientStore
     test = {s: mean_metrics([m[s] for m in per_client.values() if s in m]) for s in SCENARIOS}
     if strategy.name == "centralized":
         only = next(iter(per_client.values()))
-        types = {t: only[own_view(t)] for t in ("image_only", "text_only", "multimodal")}
+        # a view with no scorable rows (e.g. text_only when reports are hidden everywhere) is left out
+        types = {t: only[own_view(t)] for t in ("image_only", "text_only", "multimodal") if own_view(t) in only}
     else:
         types = {}
         for t in ("image_only", "text_only", "multimodal", "mixed"):
