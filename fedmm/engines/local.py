@@ -167,7 +167,11 @@ def run_simulation(cfg: RunConfig, run_dir: Path, resume: bool = False, reporter
     if transport != "local" and cfg.fed.strategy == "centralized":
         raise ValueError("the centralized baseline pools all data in one place; it runs only with --transport local")
     reporter = reporter or NullReporter()
+    marker = run_dir / "transport.json"
+    if resume and marker.exists() and read_json(marker).get("transport") != transport:
+        raise ValueError(f"{run_dir} ran over the {read_json(marker).get('transport')!r} transport; resume it with that")
     run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(marker, {"transport": transport})
     (run_dir / "config.toml").write_text(to_toml(cfg))
     device = resolve_device(cfg.device)
     if cfg.threads > 0:
