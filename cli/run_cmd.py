@@ -72,11 +72,17 @@ def run(
     preset: Annotated[str, typer.Option(help="default | smoke (tiny, for tests)")] = "default",
     resume: Annotated[Optional[Path], typer.Option(help="Resume the run in this directory")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars")] = False,
-    transport: Annotated[str, typer.Option(
-        help="local (in process) | files (file exchange) | flower (SuperLink + SuperNodes on 127.0.0.1, TLS)")] = "local",
+    transport: Annotated[Optional[str], typer.Option(
+        help="local (in process, default) | files (file exchange) | flower (SuperLink + SuperNodes on "
+             "127.0.0.1, TLS); a resumed run keeps its transport")] = None,
 ) -> None:
     """Run a simulated federation (default: 30 clients on synthcxr) and print the results table."""
     console = Console(quiet=quiet)
+    marker = Path(resume) / "transport.json" if resume else None
+    recorded = json.loads(marker.read_text())["transport"] if marker and marker.exists() else None
+    if transport and recorded and transport != recorded:
+        raise typer.BadParameter(f"{resume} ran over the {recorded} transport; resume it with that")
+    transport = transport or recorded or "local"
     if transport not in TRANSPORTS:
         raise typer.BadParameter(f"--transport must be one of {', '.join(TRANSPORTS)}")
     try:
