@@ -27,9 +27,10 @@ def executable(name: str) -> str:
 
 
 def flower_env(**extra: str) -> dict[str, str]:
-    """This environment, with its console-script folder first on PATH: Flower processes start
-    helpers (``flower-superexec``, ``flwr-serverapp``, ``flwr-clientapp``) by name."""
-    env = {**os.environ, **extra}
+    """This environment, with its console-script folder first on PATH (Flower processes start
+    helpers such as ``flower-superexec`` by name) and Flower's usage telemetry off unless
+    ``FLWR_TELEMETRY_ENABLED`` is set: a hospital's processes contact the SuperLink only."""
+    env = {"FLWR_TELEMETRY_ENABLED": "0", **os.environ, **extra}
     bindir = os.path.dirname(sys.executable)
     env["PATH"] = os.pathsep.join([bindir, env.get("PATH", "")]) if env.get("PATH") else bindir
     return env
