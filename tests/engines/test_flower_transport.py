@@ -20,17 +20,22 @@ from fedmm.engines.prepare import prepare_federation  # noqa: E402
 from fedmm.io import read_json  # noqa: E402
 
 
-def _processes_mentioning(text: str) -> list[int]:
-    """PIDs whose command line contains ``text`` (read from /proc; nothing is signalled)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if text in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
-                    found.append(int(proc.name))
-            except OSError:
-                continue
-    return found
+def _processes_mentioning(text: str, wait: float = 15.0) -> list[int]:
+    """PIDs whose command line contains ``text`` (read from /proc; nothing is signalled), after
+    waiting up to ``wait`` s for them to go (the SuperLink stops its helper process on exit)."""
+    deadline = time.time() + wait
+    while True:
+        found = []
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit():
+                try:
+                    if text in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                        found.append(int(proc.name))
+                except OSError:
+                    continue
+        if not found or time.time() >= deadline:
+            return found
+        time.sleep(0.5)
 
 
 def test_flower_matches_in_process_transport(tmp_path_factory):
