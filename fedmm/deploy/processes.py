@@ -144,6 +144,20 @@ def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen |
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:.0f} s")
 
 
+def _stat(pid: int) -> list[str]:
+    """Fields of /proc/PID/stat after "pid (comm)": state, ppid, pgrp, ..., starttime at index 19."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def _alive(pid: int, started: str) -> bool:
+    """Whether the process ``pid`` that started at ``started`` still runs (not a zombie, not a reused pid)."""
+    fields = _stat(pid)
+    return len(fields) > 19 and fields[19] == started and fields[0] != "Z"
+
+
 class ManagedProcess:
     """A child process in its own process group (its own children included), output to a log file."""
 
@@ -172,9 +186,21 @@ class ManagedProcess:
         self._signal_group(signal.SIGKILL)
         self.proc.wait(timeout=30)
 
+    def _session_children(self) -> list[tuple[int, str]]:
+        """(pid, start time) of children that left this process's group (the SuperLink starts its
+        helper in a session of its own); read from /proc, empty where that does not exist."""
+        found = []
+        for entry in Path("/proc").glob("[0-9]*"):
+            fields = _stat(int(entry.name))
+            if len(fields) > 19 and int(fields[1]) == self.proc.pid and int(fields[2]) != self.proc.pid:
+                found.append((int(entry.name), fields[19]))
+        return found
+
     def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM, then SIGKILL after ``timeout`` s; always reaps and closes the log."""
+        """SIGTERM, then SIGKILL after ``timeout`` s; always reaps and closes the log. Children
+        that started their own session get the same treatment if they outlive this process."""
         try:
+            strays = self._session_children() if self.running() else []
             if self.running():
                 self._signal_group(signal.SIGTERM)
                 try:
@@ -183,6 +209,12 @@ class ManagedProcess:
                     self._signal_group(signal.SIGKILL)
                     self.proc.wait(timeout=30)
             self._signal_group(signal.SIGKILL)  # children left behind by a process that exited
+            deadline = time.time() + timeout
+            for pid, started in strays:   # normally already stopped by their parent's shutdown
+                while _alive(pid, started) and time.time() < deadline:
+                    time.sleep(0.2)
+                if _alive(pid, started):
+                    os.kill(pid, signal.SIGKILL)
         finally:
             self._log.close()
 
