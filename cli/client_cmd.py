@@ -72,7 +72,7 @@ def train_all(root: Root, device: Device = None, threads: Threads = None) -> Non
     for name in _clients(root):
         try:
             stem = train_client(root / name, device=device, threads=threads)
-            console.print(f"{name}: upload {stem.name} written", highlight=False)
+            console.print(f"{name}: upload written to {stem}.safetensors / .json", highlight=False)
         except STEP_ERRORS as exc:
             failed.append(name)
             console.print(f"[yellow]{name}: failed:[/yellow] {exc}", highlight=False)
