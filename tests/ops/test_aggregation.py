@@ -267,32 +267,11 @@ def test_argument_errors(backend):
         krum_scores([np.ones(4), np.array([1.0, np.inf, 0, 0])], 0, backend=backend)
 
 
-def _main_thread_share(fn) -> float:
-    """Loop rate of the calling thread while ``fn`` runs in another thread, relative to its
-    rate while another thread merely sleeps: about 1 when ``fn`` releases the GIL, near 0
-    when it holds it."""
-    import threading
-    import time
-
-    def rate(work) -> float:
-        done = []
-        worker = threading.Thread(target=lambda: (work(), done.append(1)))
-        ticks, start = 0, time.perf_counter()
-        worker.start()
-        while not done:
-            ticks += 1
-        elapsed = time.perf_counter() - start
-        worker.join()
-        return ticks / elapsed
-
-    return rate(fn) / rate(lambda: time.sleep(0.05))
-
-
 @needs_cpp
-def test_gil_released_during_aggregation():
+def test_gil_released_during_aggregation(main_thread_share):
     bufs = [np.random.default_rng(k).standard_normal(1_000_000).astype(np.float32) for k in range(16)]
     run = lambda: [aggregate(bufs, method=m, backend="cpp", n_threads=1) for m in ("median", "mean")]  # noqa: E731
-    assert _main_thread_share(run) > 0.1  # GIL held: ~0.01
+    assert main_thread_share(run) > 0.1  # GIL held: ~0.01
 
 
 # ---- dispatch ----------------------------------------------------------------------------

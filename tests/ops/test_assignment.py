@@ -304,31 +304,10 @@ def test_batch_error_names_instance(backend):
         linear_sum_assignment_batch(np.stack([ok, np.diag([1.0, np.nan, 1.0])]), backend=backend)
 
 
-def _main_thread_share(fn) -> float:
-    """Loop rate of the calling thread while ``fn`` runs in another thread, relative to its
-    rate while another thread merely sleeps: about 1 when ``fn`` releases the GIL, near 0
-    when it holds it."""
-    import threading
-    import time
-
-    def rate(work) -> float:
-        done = []
-        worker = threading.Thread(target=lambda: (work(), done.append(1)))
-        ticks, start = 0, time.perf_counter()
-        worker.start()
-        while not done:
-            ticks += 1
-        elapsed = time.perf_counter() - start
-        worker.join()
-        return ticks / elapsed
-
-    return rate(fn) / rate(lambda: time.sleep(0.05))
-
-
 @needs_cpp
-def test_gil_released_during_solve():
+def test_gil_released_during_solve(main_thread_share):
     cost = np.random.default_rng(4).random((1500, 1500))
-    assert _main_thread_share(lambda: linear_sum_assignment(cost, backend="cpp")) > 0.1  # GIL held: ~0.01
+    assert main_thread_share(lambda: linear_sum_assignment(cost, backend="cpp")) > 0.1  # GIL held: ~0.01
 
 
 # ---- dispatch ----------------------------------------------------------------------------
