@@ -1,6 +1,12 @@
 """Fixtures shared by the ops tests."""
 import pytest
 
+try:
+    from fedmm import _C  # noqa: F401
+    HAVE_CPP = True
+except ImportError:
+    HAVE_CPP = False
+
 
 def _main_thread_share(fn) -> float:
     """Loop rate of the calling thread while ``fn`` runs in another thread, relative to its
@@ -27,3 +33,20 @@ def _main_thread_share(fn) -> float:
 def main_thread_share():
     """Measure how much a call lets the calling thread run (GIL released: about 1)."""
     return _main_thread_share
+
+
+ISAS = ["base", "avx2", "avx512"]
+
+
+@pytest.fixture(params=ISAS)
+def isa(request):
+    """Run a test with the C++ kernels capped to one instruction set (skip if unsupported)."""
+    if not HAVE_CPP:
+        pytest.skip("fedmm._C (C++ core) is not built")
+    from fedmm import _C
+
+    if ISAS.index(request.param) > ISAS.index(_C.cpu_isa()):
+        pytest.skip(f"CPU lacks {request.param}")
+    assert _C.set_isa(request.param) == request.param
+    yield request.param
+    _C.set_isa("avx512")

@@ -136,23 +136,6 @@ def test_random_against_float64_reference(backend, dtype, K, P):
     np.testing.assert_allclose(krum_scores(bufs, 1, backend=backend), ref_krum(bufs, 1), rtol=1e-12)
 
 
-ISAS = ["base", "avx2", "avx512"]
-
-
-@pytest.fixture(params=ISAS)
-def isa(request):
-    """Run a test with the C++ kernels capped to one instruction set (skip if unsupported)."""
-    if not HAVE_CPP:
-        pytest.skip("fedmm._C (C++ core) is not built")
-    from fedmm import _C
-
-    if ISAS.index(request.param) > ISAS.index(_C.cpu_isa()):
-        pytest.skip(f"CPU lacks {request.param}")
-    assert _C.set_isa(request.param) == request.param
-    yield request.param
-    _C.set_isa("avx512")
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_every_isa_against_float64_reference(isa, dtype):
     """Each instruction set's kernels: 8/16/32-row register sorts, runtime network, mean, krum."""
