@@ -76,7 +76,8 @@ class RunConfig:
     out: str = "runs"
     seed: int = 0
     device: str = "auto"
-    threads: int = 0                   # CPU threads for torch (0 = library default)
+    threads: int = 0                   # CPU threads for torch (0 = library default; per worker: cores / workers)
+    workers: int = 0                   # client processes on CPU (0 = one per core, 1 = all in this process)
     cache: str = ""                    # where generated data lives (default: $FEDMM_CACHE or ~/.cache/fedmm)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -22,10 +22,10 @@ from fedmm.config import RunConfig, from_dict
 from fedmm.data.encode import EncodedSplit, encode_split
 from fedmm.data.manifest import load_manifest
 from fedmm.data.tokenizer import load_tokenizer
-from fedmm.engines.prepare import _hide
+from fedmm.engines.prepare import hide_modality
 from fedmm.engines.transport import FederationInfo, broadcast_spec, check_broadcast
-from fedmm.federated.client import (ClientData, ClientStore, build_model, client_round, load_model_state,
-                                    model_state, stable_seed)
+from fedmm.federated.client import (ClientData, ClientStore, build_model, client_init_seed, client_round,
+                                    load_model_state, model_state)
 from fedmm.federated.messages import Message, MessageError
 from fedmm.federated.strategies import strategy_from_config
 from fedmm.federated.train import predict
@@ -97,7 +97,7 @@ def load_client_data(client_dir: Path, shared_dir: Path, cfg: RunConfig, info: F
 
     def encode(folder: Path, require_labels: bool = True) -> EncodedSplit:
         data = load_manifest(folder, classes=info.classes, require_labels=require_labels)
-        return _hide(encode_split(data, tok, cfg.data.image_size, cfg.data.max_len), cfg.data.modalities)
+        return hide_modality(encode_split(data, tok, cfg.data.image_size, cfg.data.max_len), cfg.data.modalities)
 
     public = encode(shared_dir / "public", require_labels=False)
     if len(public) != info.n_public:
@@ -140,7 +140,7 @@ def update_step(client_dir: Path, shared_dir: Path, broadcast: Message, cfg: Run
     r = check_broadcast(broadcast, broadcast_spec(shapes, d, len(info.classes)), info.n_public)
     data = load_client_data(client_dir, shared_dir, cfg, info)
     strategy = strategy_from_config(cfg)
-    model = build_model(cfg, info.vocab_size, len(info.classes), stable_seed(int(cfg.seed), data.index, 1)).to(dev)
+    model = build_model(cfg, info.vocab_size, len(info.classes), client_init_seed(cfg, data.index)).to(dev)
     store = ClientStateStore(Path(client_dir) / "state")
     trained = store.rounds()
     store.load(model, r - 1)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedmm.federated.client import ClientStore, build_model, load_model_state, stable_seed
+from fedmm.engines.workers import WorkerPool
+from fedmm.federated.client import ClientStore, build_model, client_init_seed, load_model_state
 from fedmm.federated.train import predict, view_rows
 from fedmm.metrics import classification_metrics, mean_metrics
 
@@ -19,27 +20,37 @@ def own_view(modality: str) -> str:
     return {"image_only": "image_only", "text_only": "text_only"}.get(modality, "full")
 
 
-def evaluate_federation(fed, cfg, strategy, state, stores: dict[str, ClientStore], device) -> dict:
+def client_test_metrics(data_index: int, modality: str, cfg, strategy, fed_facts: tuple, shared: dict | None,
+                        gv, store: ClientStore, test, device) -> dict:
+    """Test metrics of one client's deployed model on the views its modalities allow."""
+    vocab_size, classes, multilabel = fed_facts
+    model = build_model(cfg, vocab_size, len(classes), client_init_seed(cfg, data_index)).to(device)
+    store.load(model, int(cfg.fed.rounds) - 1)
+    if shared is not None:
+        load_model_state(model.head, {f"shared/{k}": v for k, v in shared.items()}, prefix="shared/")
+    views = SCENARIOS if strategy.name == "centralized" else client_views(modality)
+    logits = predict(model, test, device, gv, views, cfg.train.eval_batch_size)
+    labels = test.labels.numpy()
+    return {"modality": modality,
+            **{v: classification_metrics(logits[v], labels[view_rows(test, v)], classes, multilabel)
+               for v in views if len(logits[v])}}
+
+
+def evaluate_federation(fed, cfg, strategy, state, stores: dict[str, ClientStore], device,
+                        pool: WorkerPool | None = None) -> dict:
     """Metrics of each client's deployed model (its encoders + the global head when shared).
 
     ``test[scenario]`` averages the clients able to run that scenario; ``client_types``
     averages each client type on its own modalities. The centralized baseline has one
-    model, evaluated on each view.
+    model, evaluated on each view. ``pool`` evaluates clients side by side.
     """
-    per_client, labels = {}, fed.test.labels.numpy()
-    rounds = int(cfg.fed.rounds)
-    for data in fed.clients:
-        model = build_model(cfg, fed.vocab_size, len(fed.classes), stable_seed(int(cfg.seed), data.index, 1)).to(device)
-        stores[data.name].load(model, rounds - 1)
-        if strategy.share:
-            load_model_state(model.head, {f"shared/{k}": v for k, v in state.shared.items()}, prefix="shared/")
-        views = SCENARIOS if strategy.name == "centralized" else client_views(data.modality)
-        logits = predict(model, fed.test, device, state.gv if strategy.prototypes else None, views,
-                         cfg.train.eval_batch_size)
-        per_client[data.name] = {
-            "modality": data.modality,
-            **{v: classification_metrics(logits[v], labels[view_rows(fed.test, v)], fed.classes, fed.multilabel)
-               for v in views if len(logits[v])}}
+    facts = (fed.vocab_size, list(fed.classes), fed.multilabel)
+    shared = state.shared if strategy.share else None
+    gv = state.gv if strategy.prototypes else None
+    jobs = [(data.index, data.modality, cfg, strategy, facts, shared, gv, stores[data.name], fed.test, device)
+            for data in fed.clients]
+    done = dict((pool or WorkerPool(1, 0)).run(client_test_metrics, jobs))
+    per_client = {fed.clients[i].name: done[i] for i in sorted(done)}
     test = {s: mean_metrics([m[s] for m in per_client.values() if s in m]) for s in SCENARIOS}
     if strategy.name == "centralized":
         only = next(iter(per_client.values()))

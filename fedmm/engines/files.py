@@ -31,7 +31,7 @@ from fedmm.data.manifest import load_manifest
 from fedmm.data.tokenizer import load_tokenizer, train_wordpiece
 from fedmm.engines.clientside import ClientStateStore, read_config, train_step, update_step
 from fedmm.engines.local import NullReporter, ServerContext
-from fedmm.engines.prepare import _hide
+from fedmm.engines.prepare import hide_modality
 from fedmm.engines.transport import FederationInfo, RoundFailed, check_upload, n_requested_logits
 from fedmm.federated.messages import Message, MessageError
 from fedmm.io import read_json, write_json
@@ -123,7 +123,7 @@ def federation_from_root(root: Path, cfg: RunConfig) -> tuple[FederationInfo, Pa
     if not tok_dir.exists():
         train_wordpiece([r.text for r in public.records if r.text], tok_dir, cfg.data.vocab_size)
     tok = load_tokenizer(tok_dir)
-    n_public = len(_hide(encode_split(public, tok, cfg.data.image_size, cfg.data.max_len), cfg.data.modalities))
+    n_public = len(hide_modality(encode_split(public, tok, cfg.data.image_size, cfg.data.max_len), cfg.data.modalities))
     info = FederationInfo(list(part["classes"]), bool(part.get("multilabel", False)), len(tok), n_public,
                           [c["name"] for c in part["clients"]])
     return info, tok_dir

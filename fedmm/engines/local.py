@@ -22,6 +22,7 @@ from fedmm.engines.evaluate import evaluate_federation
 from fedmm.engines.prepare import Federation, prepare_federation
 from fedmm.engines.report import write_outputs
 from fedmm.engines.transport import FederationInfo, InProcessTransport, RoundFailed, upload_spec
+from fedmm.engines.workers import WorkerPool, plan_workers
 from fedmm.federated.client import build_model, model_state, stable_seed
 from fedmm.federated.messages import Message
 from fedmm.federated.server import ServerState, server_round
@@ -180,25 +181,31 @@ def run_simulation(cfg: RunConfig, run_dir: Path, resume: bool = False, reporter
     for issue in fed.issues[:20]:
         reporter.message(f"data issue: {issue}")
     ctx = ServerContext(cfg, FederationInfo.from_federation(fed), run_dir, reporter)
+    with WorkerPool(*plan_workers(cfg.workers, cfg.threads, device, len(fed.clients))) as pool:
+        state, stores = _run_transport(ctx, fed, transport, resume, device, pool, flower_timeout)
+        latest = ctx.ckpt_dir / "latest.json"
+        wall = float(read_json(latest).get("wall_s", 0.0)) if latest.exists() else 0.0
+        results = evaluate_federation(fed, cfg, ctx.strategy, state, stores, device, pool)
+    return write_outputs(run_dir, cfg, results, wall)
+
+
+def _run_transport(ctx: ServerContext, fed: Federation, transport: str, resume: bool, device, pool: WorkerPool,
+                   flower_timeout: float):
+    """Run the rounds over ``transport``; returns the final state and where client states live."""
     if transport == "flower":  # imported here: the Flower package builds on this module
         from fedmm.engines.flower.launch import run_flower_simulation
 
         stores = run_flower_simulation(ctx, fed, resume, flower_timeout)
-        state = ctx.latest()[0]
-    else:
-        if transport == "files":  # imported here: the file exchange builds on this module
-            from fedmm.engines.files import FilesTransport
+        return ctx.latest()[0], stores
+    if transport == "files":  # imported here: the file exchange builds on this module
+        from fedmm.engines.files import FilesTransport
 
-            tr = FilesTransport.for_simulation(ctx, fed, device)
-        else:
-            tr = InProcessTransport(fed, cfg, ctx.strategy, ctx.spec, run_dir, device, reporter)
-        state = run_rounds(ctx, tr, resume)
-        tr.finish(state)
-        stores = tr.stores
-    latest = ctx.ckpt_dir / "latest.json"
-    wall = float(read_json(latest).get("wall_s", 0.0)) if latest.exists() else 0.0
-    results = evaluate_federation(fed, cfg, ctx.strategy, state, stores, device)
-    return write_outputs(run_dir, cfg, results, wall)
+        tr = FilesTransport.for_simulation(ctx, fed, device)
+    else:
+        tr = InProcessTransport(fed, ctx.cfg, ctx.strategy, ctx.spec, ctx.run_dir, device, ctx.reporter, pool)
+    state = run_rounds(ctx, tr, resume)
+    tr.finish(state)
+    return state, tr.stores
 
 
 def _truncate_metrics(path: Path, rounds_done: int) -> None:

@@ -88,7 +88,7 @@ def client_root(cfg) -> Path:
     return _build_once(target, "partition.json", build)
 
 
-def _hide(split: EncodedSplit, modalities: str) -> EncodedSplit:
+def hide_modality(split: EncodedSplit, modalities: str) -> EncodedSplit:
     """Hide a modality everywhere (complementarity study); rows left empty are dropped."""
     if modalities == "both":
         return split
@@ -121,7 +121,7 @@ def prepare_federation(cfg, root: Path | None = None) -> Federation:
         data = load_manifest(folder, classes=classes, require_labels=require_labels)
         split = encode_split(data, tok, cfg.data.image_size, cfg.data.max_len)
         issues.extend(str(i) for i in data.issues)
-        return _hide(split, cfg.data.modalities)
+        return hide_modality(split, cfg.data.modalities)
 
     public, test = encode(root / "public", require_labels=False), encode(root / "test")
     multilabel = test.labels.dim() == 2

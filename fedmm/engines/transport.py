@@ -10,6 +10,7 @@ boundary goes through :func:`check_upload` before the server uses it.
 from __future__ import annotations
 
 import math
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
@@ -18,6 +19,7 @@ import numpy as np
 
 from fedmm.federated.client import ClientStore, client_round
 from fedmm.federated.messages import Message, MessageError, check_arrays
+from fedmm.engines.workers import WorkerPool
 from fedmm.io import read_json, write_json
 
 MODALITIES = ("image_only", "text_only", "multimodal", "mixed")
@@ -179,23 +181,37 @@ def n_requested_logits(broadcast: Message) -> int | None:
     return None if idx is None else int(np.asarray(idx).shape[0])
 
 
-class InProcessTransport:
-    """Clients run one after another in this process; their state lives in RUN_DIR/clients/<name>/."""
+def client_job(data, broadcast: Message, cfg, strategy, store: ClientStore, vocab_size: int, device,
+               stem: Path) -> Path:
+    """One client round (in this process or a worker); the upload is written to ``stem``."""
+    client_round(data, broadcast, cfg, strategy, store, vocab_size, device).save(stem)
+    return stem
 
-    def __init__(self, fed, cfg, strategy, spec: dict[str, tuple], run_dir: Path, device, reporter) -> None:
+
+class InProcessTransport:
+    """Clients of this machine (one after another, or side by side in ``pool``'s worker processes);
+    their state lives in RUN_DIR/clients/<name>/, uploads pass through RUN_DIR/exchange/."""
+
+    def __init__(self, fed, cfg, strategy, spec: dict[str, tuple], run_dir: Path, device, reporter,
+                 pool: WorkerPool | None = None) -> None:
         self.fed, self.cfg, self.strategy, self.spec = fed, cfg, strategy, spec
-        self.device, self.reporter = device, reporter
+        self.device, self.reporter, self.pool = device, reporter, pool or WorkerPool(1, 0)
+        self.exchange_dir = Path(run_dir) / "exchange"
         self.stores = {c.name: ClientStore(Path(run_dir) / "clients" / c.name) for c in fed.clients}
 
     def exchange(self, broadcast: Message, round_idx: int) -> list[Message]:
-        uploads = []
-        for data in self.fed.clients:
-            up = client_round(data, broadcast, self.cfg, self.strategy, self.stores[data.name], self.fed.vocab_size,
-                              self.device)
-            check_arrays(up.arrays, self.spec, f"upload of {data.name} (round {round_idx})")
-            uploads.append(up)
-            self.reporter.client_done(data.name, up.meta)
-        return uploads
+        folder = self.exchange_dir / f"round_{round_idx:04d}"
+        jobs = [(data, broadcast, self.cfg, self.strategy, self.stores[data.name], self.fed.vocab_size, self.device,
+                 folder / data.name) for data in self.fed.clients]
+        uploads: dict[int, Message] = {}
+        for i, stem in self.pool.run(client_job, jobs):
+            name = self.fed.clients[i].name
+            up = Message.load(stem, "upload")
+            check_arrays(up.arrays, self.spec, f"upload of {name} (round {round_idx})")
+            uploads[i] = up
+            self.reporter.client_done(name, up.meta)
+        shutil.rmtree(folder, ignore_errors=True)
+        return [uploads[i] for i in sorted(uploads)]
 
     def finish(self, state) -> None:
         """Nothing to deliver: evaluation reads the client stores directly."""

@@ -45,12 +45,23 @@ class ClientData:
         return pub
 
 
+COMMON_INIT = 0xC0DE  # the "client index" of the shared initialisation
+
+
 def stable_seed(*parts: int) -> int:
     """Deterministic 63-bit seed from integers (seed, round, client, purpose)."""
     h = 1469598103934665603
     for p in parts:
         h = ((h ^ (int(p) & 0xFFFFFFFFFFFF)) * 1099511628211) % (1 << 63)
     return h
+
+
+def client_init_seed(cfg, client_index: int) -> int:
+    """Seed of a client's initial weights. With ``model.common_init`` (default) every client's
+    encoders start from the same random weights, as they would from one shared pretrained
+    checkpoint: their features stay comparable, so the federated adapters on top of them
+    mean the same thing at every client. Off: each client draws its own."""
+    return stable_seed(int(cfg.seed), COMMON_INIT if cfg.model.common_init else client_index, 1)
 
 
 def build_model(cfg, vocab_size: int, n_classes: int, seed: int) -> FedMMModel:
@@ -135,7 +146,7 @@ def client_round(data: ClientData, broadcast: Message, cfg, strategy: Strategy, 
     """One full client round: resume own state, train, summarise, compute public logits, upload."""
     r = int(broadcast.meta["round"])
     seed = int(cfg.seed)
-    model = build_model(cfg, vocab_size, len(data.classes), stable_seed(seed, data.index, 1)).to(device)
+    model = build_model(cfg, vocab_size, len(data.classes), client_init_seed(cfg, data.index)).to(device)
     if r > 0:
         store.load(model, r - 1)
     generator = torch.Generator().manual_seed(stable_seed(seed, r, data.index, 2))

@@ -13,6 +13,7 @@ import torch.nn as nn
 import torchvision
 from transformers import BertConfig, BertModel
 
+BN_MOMENTUM = 0.1
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 TEXT_SIZES = {"tiny": dict(num_hidden_layers=2, hidden_size=128, num_attention_heads=2, intermediate_size=512),
               "mini": dict(num_hidden_layers=4, hidden_size=256, num_attention_heads=4, intermediate_size=1024)}
@@ -32,6 +33,13 @@ class ImageEncoder(nn.Module):
             if any(k.startswith("features.") for k in missing):
                 raise ValueError(f"{weights_file}: not a torchvision mobilenet_v3_{arch} state dict "
                                  f"(missing {len(missing)} feature weights, e.g. {missing[0]})")
+        # torchvision builds MobileNetV3 with BatchNorm momentum 0.01 (tuned for ImageNet's
+        # hundreds of thousands of steps). A client takes ~10 steps per epoch, so its running
+        # statistics would stay near their initial values and the eval-mode network would
+        # predict one class; 0.1 (PyTorch's default) converges within a few dozen steps.
+        for m in net.features.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.momentum = BN_MOMENTUM
         # channels_last runs MobileNet's depthwise convolutions markedly faster on CPU
         self.features = net.features.to(memory_format=torch.channels_last)
         self.out_dim = net.features[-1].out_channels

@@ -22,6 +22,7 @@ class ModelConfig:
     surrogate_m: int = 4
     surrogate_temperature: float = 0.1
     modality_dropout: float = 0.3
+    common_init: bool = True           # all clients' encoders start from the same random weights
     attention_backend: str = "auto"
     image_weights: str = ""            # local torchvision state dict (optional)
     text_model: str = ""               # local Hugging Face folder (optional)

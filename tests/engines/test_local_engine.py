@@ -3,6 +3,7 @@ import json
 
 import numpy as np
 import pytest
+from transport_cases import final_state, max_abs_diff, metrics_rows, reference_run, session_base, small_config
 
 from fedmm.config import load_config
 from fedmm.engines.local import NullReporter, run_simulation
@@ -78,3 +79,16 @@ def test_baselines_run(cache, tmp_path, strategy):
                              tmp_path / strategy)
     assert summary["strategy"] == strategy
     assert np.isfinite(summary["test"]["full"]["macro_f1"])
+
+
+def test_worker_processes_give_exactly_the_one_process_federation(tmp_path_factory):
+    """Clients in two worker processes (the reference) = clients one after another here."""
+    ref = reference_run(tmp_path_factory)
+    base = session_base(tmp_path_factory)
+    run_dir = base / "runs" / "one-process"
+    summary = run_simulation(small_config(base, "one-process", "workers=1"), run_dir)
+    diff = max_abs_diff(final_state(ref), final_state(run_dir))
+    assert diff == 0.0, f"worker processes change the global state by {diff}"
+    assert metrics_rows(run_dir) == metrics_rows(ref)
+    assert summary["test"] == json.loads((ref / "summary.json").read_text())["test"]
+    assert not any((ref / "exchange").iterdir())  # per-round upload folders are cleaned up

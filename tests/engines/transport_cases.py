@@ -1,7 +1,8 @@
 """Shared set-up of the transport tests: one small federation and its in-process reference run.
 
 4 clients (1 image-only, 1 text-only, 2 multimodal), 2 rounds, 1 local epoch, one
-CPU thread everywhere. The reference run (in-process transport) is computed once
+CPU thread everywhere. The reference run (in-process transport, clients in two
+worker processes) is computed once
 per test session, under pytest's session temp folder, and reused by every
 transport test that compares against it.
 """
@@ -41,7 +42,7 @@ def reference_run(tmp_path_factory) -> Path:
     run_dir = base / "runs" / "reference"
     if not (run_dir / "summary.json").exists():
         os.environ.setdefault("OMP_NUM_THREADS", "1")
-        run_simulation(small_config(base, "reference"), run_dir)
+        run_simulation(small_config(base, "reference", "workers=2"), run_dir)
     return run_dir
 
 
