@@ -17,9 +17,9 @@ from typing import Protocol
 
 import numpy as np
 
+from fedmm.engines.workers import WorkerPool
 from fedmm.federated.client import ClientStore, client_round
 from fedmm.federated.messages import Message, MessageError, check_arrays
-from fedmm.engines.workers import WorkerPool
 from fedmm.io import read_json, write_json
 
 MODALITIES = ("image_only", "text_only", "multimodal", "mixed")

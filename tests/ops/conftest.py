@@ -38,15 +38,33 @@ def main_thread_share():
 ISAS = ["base", "avx2", "avx512"]
 
 
-@pytest.fixture(params=ISAS)
-def isa(request):
-    """Run a test with the C++ kernels capped to one instruction set (skip if unsupported)."""
+def _supported_isas() -> list[str]:
     if not HAVE_CPP:
         pytest.skip("fedmm._C (C++ core) is not built")
     from fedmm import _C
 
-    if ISAS.index(request.param) > ISAS.index(_C.cpu_isa()):
+    return ISAS[: ISAS.index(_C.cpu_isa()) + 1]
+
+
+@pytest.fixture(params=ISAS)
+def isa(request):
+    """Run a test with the C++ kernels capped to one instruction set (skip if unsupported)."""
+    if request.param not in _supported_isas():
         pytest.skip(f"CPU lacks {request.param}")
+    from fedmm import _C
+
     assert _C.set_isa(request.param) == request.param
     yield request.param
+    _C.set_isa("avx512")
+
+
+@pytest.fixture
+def use_isa():
+    """(supported instruction sets, cap(name)): cap the C++ kernels within one test; reset after."""
+    from fedmm import _C
+
+    def cap(name: str) -> None:
+        assert _C.set_isa(name) == name
+
+    yield _supported_isas(), cap
     _C.set_isa("avx512")

@@ -283,28 +283,22 @@ def test_auto_falls_back_to_numpy_with_one_log_line(no_extension, caplog):
         krum_scores(bufs, 0, backend="cpp")
 
 
-@needs_cpp
 @pytest.mark.parametrize("accumulate", ["float64", "native"])
-def test_every_isa_gives_bit_identical_results(accumulate):
+def test_every_isa_gives_bit_identical_results(accumulate, use_isa):
     """Aggregates do not depend on the machine's instruction set (no FMA contraction),
     so two coordinators on different CPUs publish the same global state."""
-    from fedmm import _C
-
+    isas, cap = use_isa
+    if len(isas) < 2:
+        pytest.skip("only one instruction set on this CPU")
     rng = np.random.default_rng(5)
     bufs = [rng.standard_normal(4099).astype(np.float32) for _ in range(13)]
     w = rng.random(13) + 0.1
-    isas = ["base", "avx2", "avx512"][: ["base", "avx2", "avx512"].index(_C.cpu_isa()) + 1]
-    if len(isas) < 2:
-        pytest.skip("only one instruction set on this CPU")
     results = {}
-    try:
-        for isa_name in isas:
-            _C.set_isa(isa_name)
-            results[isa_name] = [aggregate(bufs, w, accumulate=accumulate, backend="cpp"),
-                                 aggregate(bufs, method="trimmed_mean", trim=0.2, backend="cpp"),
-                                 krum_scores(bufs, 2, backend="cpp")]
-    finally:
-        _C.set_isa("avx512")
+    for isa_name in isas:
+        cap(isa_name)
+        results[isa_name] = [aggregate(bufs, w, accumulate=accumulate, backend="cpp"),
+                             aggregate(bufs, method="trimmed_mean", trim=0.2, backend="cpp"),
+                             krum_scores(bufs, 2, backend="cpp")]
     for isa_name in isas[1:]:
         for got, want in zip(results[isa_name], results[isas[0]]):
             np.testing.assert_array_equal(got, want, err_msg=f"{isa_name} differs from {isas[0]}")
