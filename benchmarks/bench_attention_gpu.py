@@ -119,6 +119,11 @@ SWEEP = [  # fedmm.kernels._common.CONFIG_OVERRIDES variants timed by --sweep
     {"rows": {"num_stages": 1}},
     {"attn_bwd": {"BLOCK_Q": 32}},
     {"attn_bwd": {"num_warps": 8}},
+    # static sm_90 compile (benchmarks/README.md): these cut register spills at the target shape
+    {"fwd": {"BLOCK_K": 32}},
+    {"fwd": {"BLOCK_K": 32, "BLOCK_C": 64}},
+    {"gate_bwd": {"BLOCK_K": 32, "BLOCK_C": 32}},
+    {"fwd": {"BLOCK_K": 32, "BLOCK_C": 64}, "gate_bwd": {"BLOCK_K": 32, "BLOCK_C": 32}},
 ]
 
 

@@ -24,8 +24,9 @@ import triton.language as tl
 from triton.runtime.errors import OutOfResources
 
 TILE_BYTES = 32 * 1024  # budget for one streamed weight tile
-# Tuning hook: {"rows": {...}, "attn_bwd": {...}} entries override the computed tile configs
-# of the row-block kernels (forward, gate backward) and of the attention backward.
+# Tuning hook: entries override the computed tile configs. "rows" applies to both row-block
+# kernels, then "fwd" (forward) or "gate_bwd" (gate backward) to that one only; "attn_bwd" to the
+# attention backward.
 CONFIG_OVERRIDES: dict[str, dict] = {}
 
 
@@ -47,8 +48,8 @@ def block_len(n: int, cap: int) -> int:
     return max(16, min(cap, triton.next_power_of_2(n)))
 
 
-def tile_config(Lq: int, Lk: int, d: int, heads: int, dtype: torch.dtype) -> dict:
-    """Tiles of the row-block kernels (forward and gate backward).
+def tile_config(Lq: int, Lk: int, d: int, heads: int, dtype: torch.dtype, kernel: str = "fwd") -> dict:
+    """Tiles of the row-block kernels: ``kernel`` is "fwd" (forward) or "gate_bwd" (gate backward).
 
     BLOCK_DV: value columns of a head handled per attention pass (a head wider
     than that is processed in several passes, recomputing its scores);
@@ -70,7 +71,10 @@ def tile_config(Lq: int, Lk: int, d: int, heads: int, dtype: torch.dtype) -> dic
         num_warps=4 if block_d <= 64 else 8,
         num_stages=2,
     )
+    if kernel not in ("fwd", "gate_bwd"):
+        raise ValueError(f"unknown row-block kernel {kernel!r}")
     cfg.update(CONFIG_OVERRIDES.get("rows", {}))
+    cfg.update(CONFIG_OVERRIDES.get(kernel, {}))
     return cfg
 
 

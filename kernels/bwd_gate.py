@@ -110,7 +110,7 @@ def launch_gate_bwd(xq, q, k, v, kv_mask, dout, wo, woug, wg, bg, heads: int):
     B, Lq, d = xq.shape
     Lk = k.shape[1]
     assert q.stride() == xq.stride() == dout.stride() and k.stride() == v.stride()
-    cfg = _common.tile_config(Lq, Lk, d, heads, xq.dtype)
+    cfg = _common.tile_config(Lq, Lk, d, heads, xq.dtype, kernel="gate_bwd")
     attn, dattn, dxq = (_common.empty((B, Lq, d), like=xq) for _ in range(3))
     g3 = _common.empty((B, Lq, 3 * d), like=xq)
     lse2 = _common.empty((B, heads, Lq), like=xq, dtype=torch.float32)

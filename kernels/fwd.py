@@ -85,7 +85,7 @@ def gca_forward(xq, xkv, kv_mask, wq, wk, wv, wo, wg, ug, bg, heads: int, out: t
     """
     B, Lq, d = xq.shape
     Lk = xkv.shape[1]
-    cfg = _common.tile_config(Lq, Lk, d, heads, xq.dtype)
+    cfg = _common.tile_config(Lq, Lk, d, heads, xq.dtype, kernel="fwd")
     kv_projected = Lq > cfg["BLOCK_Q"]
     woug = (wo.float() @ ug.float()).to(xq.dtype)  # [d, d]: O Ug = concat(AV) (Wo Ug)
     if kv_projected:

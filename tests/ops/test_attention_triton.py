@@ -144,6 +144,19 @@ def test_interpreter_narrow_tiles(poison, monkeypatch):
     check_case(2, 9, 12, 32, 1, torch.float32, "cpu")
 
 
+def test_tile_overrides_apply_per_kernel(monkeypatch):
+    """"rows" overrides reach both row-block kernels, "fwd" / "gate_bwd" only their own."""
+    base = _common.tile_config(49, 64, 128, 4, torch.bfloat16)
+    monkeypatch.setattr(_common, "CONFIG_OVERRIDES", {"rows": {"BLOCK_Q": 16}, "fwd": {"BLOCK_K": 16}})
+    fwd = _common.tile_config(49, 64, 128, 4, torch.bfloat16, kernel="fwd")
+    gate = _common.tile_config(49, 64, 128, 4, torch.bfloat16, kernel="gate_bwd")
+    assert base["BLOCK_Q"] == 64 and base["BLOCK_K"] == 64
+    assert (fwd["BLOCK_Q"], fwd["BLOCK_K"]) == (16, 16)
+    assert (gate["BLOCK_Q"], gate["BLOCK_K"]) == (16, base["BLOCK_K"])
+    with pytest.raises(ValueError, match="row-block kernel"):
+        _common.tile_config(49, 64, 128, 4, torch.bfloat16, kernel="attn")
+
+
 @on_interpreter
 def test_interpreter_fully_masked_rows_exact(poison):
     """No valid key: O = 0 exactly, so out = (1 - G) * xq with G = sigmoid(xq Wg + bg)."""
