@@ -12,7 +12,7 @@ from rich.table import Table
 
 from fedmm.config import load_config, set_key
 from fedmm.engines.evaluate import summarize_seeds
-from fedmm.engines.local import TRANSPORTS, load_run_config, new_run_dir, run_simulation
+from fedmm.engines.local import load_run_config, new_run_dir, resolve_transport, run_simulation
 from fedmm.engines.report import summary_rows
 from fedmm.engines.transport import TransportError
 
@@ -78,13 +78,6 @@ def run(
 ) -> None:
     """Run a simulated federation (default: 30 clients on synthcxr) and print the results table."""
     console = Console(quiet=quiet)
-    marker = Path(resume) / "transport.json" if resume else None
-    recorded = json.loads(marker.read_text())["transport"] if marker and marker.exists() else None
-    if transport and recorded and transport != recorded:
-        raise typer.BadParameter(f"{resume} ran over the {recorded} transport; resume it with that")
-    transport = transport or recorded or "local"
-    if transport not in TRANSPORTS:
-        raise typer.BadParameter(f"--transport must be one of {', '.join(TRANSPORTS)}")
     try:
         if resume:
             cfg = load_run_config(resume)
@@ -96,8 +89,7 @@ def run(
                 if value is not None:
                     set_key(cfg, key, str(value))
             run_dir = new_run_dir(cfg)
-        if transport != "local" and cfg.fed.strategy == "centralized":
-            raise ValueError("the centralized baseline pools all data in one place; use --transport local")
+        transport = resolve_transport(transport, Path(run_dir), bool(resume), cfg.fed.strategy)
     except (KeyError, ValueError, FileExistsError, FileNotFoundError) as exc:
         raise typer.BadParameter(str(exc)) from exc
     console.print(f"run directory: {run_dir}")

@@ -154,6 +154,22 @@ def run_rounds(ctx: ServerContext, transport, resume: bool = False) -> ServerSta
 TRANSPORTS = ("local", "files", "flower")
 
 
+def resolve_transport(requested: str | None, run_dir: Path, resume: bool, strategy: str) -> str:
+    """The transport a run uses: ``requested``, or when resuming the one the run started with
+    (``local`` if neither). Raises ValueError for an unknown transport, a resume over a different
+    transport than recorded, or the centralized baseline over a non-local transport."""
+    marker = run_dir / "transport.json"
+    recorded = read_json(marker).get("transport") if resume and marker.exists() else None
+    if requested and recorded and requested != recorded:
+        raise ValueError(f"{run_dir} ran over the {recorded!r} transport; resume it with that")
+    transport = requested or recorded or "local"
+    if transport not in TRANSPORTS:
+        raise ValueError(f"unknown transport {transport!r}; choose from {', '.join(TRANSPORTS)}")
+    if transport != "local" and strategy == "centralized":
+        raise ValueError("the centralized baseline pools all data in one place; it runs only with --transport local")
+    return transport
+
+
 def run_simulation(cfg: RunConfig, run_dir: Path, resume: bool = False, reporter=None,
                    transport: str = "local", flower_timeout: float = 3600.0) -> dict:
     """Run (or resume) a simulated federation over ``transport``; returns summary.json's content.
@@ -163,16 +179,10 @@ def run_simulation(cfg: RunConfig, run_dir: Path, resume: bool = False, reporter
     one SuperNode per client on 127.0.0.1 (TLS) and runs the Flower app
     (``flower_timeout`` bounds the whole Flower run).
     """
-    if transport not in TRANSPORTS:
-        raise ValueError(f"unknown transport {transport!r}; choose from {TRANSPORTS}")
-    if transport != "local" and cfg.fed.strategy == "centralized":
-        raise ValueError("the centralized baseline pools all data in one place; it runs only with --transport local")
+    transport = resolve_transport(transport, run_dir, resume, cfg.fed.strategy)
     reporter = reporter or NullReporter()
-    marker = run_dir / "transport.json"
-    if resume and marker.exists() and read_json(marker).get("transport") != transport:
-        raise ValueError(f"{run_dir} ran over the {read_json(marker).get('transport')!r} transport; resume it with that")
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(marker, {"transport": transport})
+    write_json(run_dir / "transport.json", {"transport": transport})
     (run_dir / "config.toml").write_text(to_toml(cfg))
     device = resolve_device(cfg.device)
     if cfg.threads > 0:

@@ -6,7 +6,7 @@ import pytest
 from transport_cases import final_state, max_abs_diff, metrics_rows, reference_run, session_base, small_config
 
 from fedmm.config import load_config
-from fedmm.engines.local import NullReporter, run_simulation
+from fedmm.engines.local import NullReporter, resolve_transport, run_simulation
 from fedmm.engines.prepare import prepare_federation
 
 
@@ -92,3 +92,19 @@ def test_worker_processes_give_exactly_the_one_process_federation(tmp_path_facto
     assert metrics_rows(run_dir) == metrics_rows(ref)
     assert summary["test"] == json.loads((ref / "summary.json").read_text())["test"]
     assert not any((ref / "exchange").iterdir())  # per-round upload folders are cleaned up
+
+
+def test_resolve_transport_keeps_a_resumed_runs_transport(tmp_path):
+    """A resumed run keeps its recorded transport; a different request, an unknown name and the
+    centralized baseline over a network transport are refused with the reason."""
+    assert resolve_transport(None, tmp_path, False, "fedmm") == "local"
+    (tmp_path / "transport.json").write_text(json.dumps({"transport": "files"}))
+    assert resolve_transport(None, tmp_path, True, "fedmm") == "files"
+    assert resolve_transport("files", tmp_path, True, "fedmm") == "files"
+    assert resolve_transport("local", tmp_path, False, "fedmm") == "local"  # a new run ignores the marker
+    with pytest.raises(ValueError, match="ran over the 'files' transport"):
+        resolve_transport("flower", tmp_path, True, "fedmm")
+    with pytest.raises(ValueError, match="unknown transport 'grpc'"):
+        resolve_transport("grpc", tmp_path, False, "fedmm")
+    with pytest.raises(ValueError, match="centralized baseline"):
+        resolve_transport("files", tmp_path, False, "centralized")
