@@ -48,13 +48,15 @@ def block_len(n: int, cap: int) -> int:
     return max(16, min(cap, triton.next_power_of_2(n)))
 
 
-def tile_config(Lq: int, Lk: int, d: int, heads: int, dtype: torch.dtype, kernel: str = "fwd") -> dict:
+def tile_config(Lq: int, Lk: int, d: int, heads: int, dtype: torch.dtype, *, kernel: str) -> dict:
     """Tiles of the row-block kernels: ``kernel`` is "fwd" (forward) or "gate_bwd" (gate backward).
 
     BLOCK_DV: value columns of a head handled per attention pass (a head wider
     than that is processed in several passes, recomputing its scores);
     BLOCK_C: weight rows streamed per step of :func:`xw`.
     """
+    if kernel not in ("fwd", "gate_bwd"):
+        raise ValueError(f"unknown row-block kernel {kernel!r}")
     block_d = block_len(d, 1 << 30)
     block_dh = block_len(d // heads, 1 << 30)
     rows = max(16, TILE_BYTES // (block_d * dtype.itemsize))  # weight rows per TILE_BYTES tile
@@ -71,8 +73,6 @@ def tile_config(Lq: int, Lk: int, d: int, heads: int, dtype: torch.dtype, kernel
         num_warps=4 if block_d <= 64 else 8,
         num_stages=2,
     )
-    if kernel not in ("fwd", "gate_bwd"):
-        raise ValueError(f"unknown row-block kernel {kernel!r}")
     cfg.update(CONFIG_OVERRIDES.get("rows", {}))
     cfg.update(CONFIG_OVERRIDES.get(kernel, {}))
     return cfg

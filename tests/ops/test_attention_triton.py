@@ -139,14 +139,14 @@ def test_interpreter_single_query_single_key(poison, dtype):
 def test_interpreter_narrow_tiles(poison, monkeypatch):
     """A head wider than one value pass (two attention passes per head) and 16-row weight streaming."""
     monkeypatch.setattr(_common, "TILE_BYTES", 16 * 32 * 4)
-    cfg = _common.tile_config(9, 12, 32, 1, torch.float32)
+    cfg = _common.tile_config(9, 12, 32, 1, torch.float32, kernel="fwd")
     assert cfg["BLOCK_DV"] == 16 < cfg["BLOCK_DH"] and cfg["BLOCK_C"] == 16
     check_case(2, 9, 12, 32, 1, torch.float32, "cpu")
 
 
 def test_tile_overrides_apply_per_kernel(monkeypatch):
     """"rows" overrides reach both row-block kernels, "fwd" / "gate_bwd" only their own."""
-    base = _common.tile_config(49, 64, 128, 4, torch.bfloat16)
+    base = _common.tile_config(49, 64, 128, 4, torch.bfloat16, kernel="fwd")
     monkeypatch.setattr(_common, "CONFIG_OVERRIDES", {"rows": {"BLOCK_Q": 16}, "fwd": {"BLOCK_K": 16}})
     fwd = _common.tile_config(49, 64, 128, 4, torch.bfloat16, kernel="fwd")
     gate = _common.tile_config(49, 64, 128, 4, torch.bfloat16, kernel="gate_bwd")
