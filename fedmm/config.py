@@ -41,6 +41,11 @@ class TrainConfig:
     kd_temperature: float = 2.0
     kd_batch_size: int = 8
     kd_public_per_round: int = 128     # public samples whose logits are exchanged each round
+    logit_adjust_tau: float = 1.0      # fed.balance: task loss on logits + tau * log(own label prior)
+    align_weight: float = 0.1          # fed.align: weight of the image-text InfoNCE term
+    align_temperature: float = 0.1
+    rep_kd_weight: float = 0.1         # fed.rep_kd: weight of the pull toward global public representations
+    rep_kd_temperature: float = 0.1
     prox_mu: float = 0.01              # fedprox only
     eval_batch_size: int = 256
 
@@ -50,12 +55,18 @@ class FedConfig:
     strategy: str = "fedmm"            # fedmm | fedavg | fedprox | local | centralized
     rounds: int = 5
     min_clients: int = 1               # a round fails unless at least this many valid uploads arrive
+    encoders: str = "shared"           # shared (federated per modality) | local (never leave the site)
+    bn: str = "shared"                 # BatchNorm of shared encoders: shared (averaged) | local (FedBN)
+    baseline_dropout: bool = False     # fedavg/fedprox/local train with model.modality_dropout too
     weighting: str = "performance"     # performance | samples | uniform
     tau: float = 0.1                   # performance weighting temperature
     aggregation: str = "mean"          # mean | median | trimmed_mean | krum
     trim: float = 0.1
     n_byzantine: int = 0
-    kd: bool = True
+    kd: bool = True                    # modality-aware logit KD on the public set
+    rep_kd: bool = True                # representation-level KD on the public set
+    align: bool = True                 # cross-modal InfoNCE alignment of paired samples
+    balance: bool = True               # logit-adjusted loss (each client's own label prior)
     prototypes: bool = True
     pairing: str = "hungarian"         # hungarian | random
     kd_threshold: float = -1.0         # < 0: median of the validation scores

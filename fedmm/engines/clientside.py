@@ -24,9 +24,9 @@ from fedmm.data.manifest import load_manifest
 from fedmm.data.tokenizer import load_tokenizer
 from fedmm.engines.prepare import hide_modality
 from fedmm.engines.transport import FederationInfo, broadcast_spec, check_broadcast
-from fedmm.federated.client import (ClientData, ClientStore, build_model, client_init_seed, client_round,
-                                    load_model_state, model_state)
+from fedmm.federated.client import ClientData, ClientStore, build_model, client_init_seed, client_round, model_state
 from fedmm.federated.messages import Message, MessageError
+from fedmm.federated.params import load_shared, shared_shapes
 from fedmm.federated.strategies import strategy_from_config
 from fedmm.federated.train import predict
 from fedmm.io import save_arrays, write_json
@@ -82,9 +82,9 @@ def client_identity(client_dir: Path, info: FederationInfo) -> tuple[str, int]:
 
 
 def head_shapes(cfg: RunConfig, info: FederationInfo) -> tuple[dict[str, tuple], int]:
-    """Shapes of the shared head's tensors and its width d (what the server may send)."""
-    head = build_model(cfg, info.vocab_size, len(info.classes), 0).head
-    return {k: tuple(v.shape) for k, v in head.state_dict().items()}, head.d
+    """Shapes of the federated tensors and the head width d (what the server may send)."""
+    model = build_model(cfg, info.vocab_size, len(info.classes), 0)
+    return shared_shapes(model, strategy_from_config(cfg).spec), model.head.d
 
 
 def load_client_data(client_dir: Path, shared_dir: Path, cfg: RunConfig, info: FederationInfo) -> ClientData:
@@ -145,7 +145,7 @@ def update_step(client_dir: Path, shared_dir: Path, broadcast: Message, cfg: Run
     trained = store.rounds()
     store.load(model, r - 1)
     if strategy.share:
-        load_model_state(model.head, broadcast.arrays, prefix="shared/")
+        load_shared(model, broadcast.arrays)
     gv = GlobalVectors.from_arrays(broadcast.arrays) if strategy.prototypes else None
     scores = {"macro_f1": 0.0, "accuracy": 0.0}
     if len(data.val):

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from fedmm.engines.workers import WorkerPool
-from fedmm.federated.client import ClientStore, build_model, client_init_seed, load_model_state
+from fedmm.federated.client import ClientStore, build_model, client_init_seed
+from fedmm.federated.params import load_shared
 from fedmm.federated.train import predict, view_rows
 from fedmm.metrics import classification_metrics, mean_metrics
 
@@ -21,19 +22,23 @@ def own_view(modality: str) -> str:
 
 
 def client_test_metrics(data_index: int, modality: str, cfg, strategy, fed_facts: tuple, shared: dict | None,
-                        gv, store: ClientStore, test, device) -> dict:
+                        gv, store: ClientStore, test, device, val=None) -> dict:
     """Test metrics of one client's deployed model on the views its modalities allow."""
     vocab_size, classes, multilabel = fed_facts
     model = build_model(cfg, vocab_size, len(classes), client_init_seed(cfg, data_index)).to(device)
     store.load(model, int(cfg.fed.rounds) - 1)
     if shared is not None:
-        load_model_state(model.head, {f"shared/{k}": v for k, v in shared.items()}, prefix="shared/")
+        load_shared(model, shared, prefix="")
     views = SCENARIOS if strategy.name == "centralized" else client_views(modality)
     logits = predict(model, test, device, gv, views, cfg.train.eval_batch_size)
     labels = test.labels.numpy()
-    return {"modality": modality,
-            **{v: classification_metrics(logits[v], labels[view_rows(test, v)], classes, multilabel)
-               for v in views if len(logits[v])}}
+    out = {"modality": modality,
+           **{v: classification_metrics(logits[v], labels[view_rows(test, v)], classes, multilabel)
+              for v in views if len(logits[v])}}
+    if val is not None and len(val):  # the client's own validation rows, for model selection
+        vlog = predict(model, val, device, gv, views, cfg.train.eval_batch_size)
+        out["val"] = {v: (vlog[v], val.labels.numpy()[view_rows(val, v)]) for v in views if len(vlog[v])}
+    return out
 
 
 def evaluate_federation(fed, cfg, strategy, state, stores: dict[str, ClientStore], device,
@@ -47,10 +52,11 @@ def evaluate_federation(fed, cfg, strategy, state, stores: dict[str, ClientStore
     facts = (fed.vocab_size, list(fed.classes), fed.multilabel)
     shared = state.shared if strategy.share else None
     gv = state.gv if strategy.prototypes else None
-    jobs = [(data.index, data.modality, cfg, strategy, facts, shared, gv, stores[data.name], fed.test, device)
-            for data in fed.clients]
+    jobs = [(data.index, data.modality, cfg, strategy, facts, shared, gv, stores[data.name], fed.test, device,
+             data.val) for data in fed.clients]
     done = dict((pool or WorkerPool(1, 0)).run(client_test_metrics, jobs))
     per_client = {fed.clients[i].name: done[i] for i in sorted(done)}
+    val = pooled_validation([m.pop("val", {}) for m in per_client.values()], facts[1], facts[2])
     test = {s: mean_metrics([m[s] for m in per_client.values() if s in m]) for s in SCENARIOS}
     if strategy.name == "centralized":
         only = next(iter(per_client.values()))
@@ -64,17 +70,35 @@ def evaluate_federation(fed, cfg, strategy, state, stores: dict[str, ClientStore
                 types[t] = mean_metrics(members)
     recall = test["full"].get("per_class_recall") or test["image_only"].get("per_class_recall", {})
     strip = lambda m: {k: v for k, v in m.items() if k != "per_class_recall"}  # noqa: E731
-    return {"test": {s: strip(m) for s, m in test.items() if m},
+    return {"test": {s: strip(m) for s, m in test.items() if m}, "val": val,
             "client_types": {t: strip(m) for t, m in types.items()},
             "per_class_recall": recall, "per_client": per_client}
 
 
-def summarize_seeds(summaries: list[dict]) -> dict:
-    """Mean and std over runs of every numeric leaf of the summaries' test/client_types sections."""
+def pooled_validation(per_client: list[dict], classes: list[str], multilabel: bool) -> dict:
+    """Metrics per scenario on the pooled validation rows of every client that can run it
+    (each row scored by its own client's deployed model): what hyperparameters are chosen on."""
     out = {}
-    for section in ("test", "client_types"):
-        keys = {(a, b) for s in summaries for a, m in s[section].items() for b in m}
+    for v in SCENARIOS:
+        parts = [m[v] for m in per_client if v in m]
+        if parts:
+            logits, labels = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+            m = classification_metrics(logits, labels, classes, multilabel)
+            out[v] = {k: x for k, x in m.items() if k != "per_class_recall"}
+    return out
+
+
+def summarize_seeds(summaries: list[dict]) -> dict:
+    """Mean and std over runs of every numeric leaf of the summaries' test / client_types / val
+    sections, and of the per-class recall."""
+    out = {}
+    for section in ("test", "client_types", "val"):
+        keys = {(a, b) for s in summaries for a, m in s.get(section, {}).items() for b in m}
         for a, b in sorted(keys):
-            vals = [s[section][a][b] for s in summaries if a in s[section] and b in s[section][a]]
+            vals = [s[section][a][b] for s in summaries if a in s.get(section, {}) and b in s[section][a]]
             out.setdefault(section, {}).setdefault(a, {})[b] = [float(np.mean(vals)), float(np.std(vals))]
+    classes = sorted({c for s in summaries for c in s.get("per_class_recall", {})})
+    for c in classes:
+        vals = [s["per_class_recall"][c] for s in summaries if c in s.get("per_class_recall", {})]
+        out.setdefault("per_class_recall", {})[c] = [float(np.mean(vals)), float(np.std(vals))]
     return out

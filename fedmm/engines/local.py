@@ -23,8 +23,10 @@ from fedmm.engines.prepare import Federation, prepare_federation
 from fedmm.engines.report import write_outputs
 from fedmm.engines.transport import FederationInfo, InProcessTransport, RoundFailed, upload_spec
 from fedmm.engines.workers import WorkerPool, plan_workers
-from fedmm.federated.client import build_model, model_state, stable_seed
+from fedmm.federated.client import build_model, stable_seed
+from fedmm.federated.mechanisms import bn_stats
 from fedmm.federated.messages import Message
+from fedmm.federated.params import shared_shapes, shared_state
 from fedmm.federated.server import ServerState, server_round
 from fedmm.federated.strategies import strategy_from_config
 from fedmm.io import append_jsonl, read_json, write_json
@@ -77,9 +79,10 @@ class ServerContext:
         self.run_dir = Path(self.run_dir)
         self.strategy = strategy_from_config(self.cfg)
         n_classes = len(self.info.classes)
-        self.head = build_model(self.cfg, self.info.vocab_size, n_classes, stable_seed(int(self.cfg.seed), 0xC0FFEE)).head
-        shapes = {k: tuple(v.shape) for k, v in self.head.state_dict().items()}
-        self.spec = upload_spec(shapes, self.head.d, n_classes)
+        model = build_model(self.cfg, self.info.vocab_size, n_classes, stable_seed(int(self.cfg.seed), 0xC0FFEE))
+        self.head = model.head
+        self.initial_shared = shared_state(model, self.strategy.spec)
+        self.spec = upload_spec(shared_shapes(model, self.strategy.spec), self.head.d, n_classes)
 
     @property
     def ckpt_dir(self) -> Path:
@@ -95,8 +98,8 @@ class ServerContext:
                 self.reporter.message(f"resuming after round {state.round}")
             return state, wall
         metrics_path.unlink(missing_ok=True)
-        state = ServerState(0, model_state(self.head))
-        if self.strategy.kd:
+        state = ServerState(0, dict(self.initial_shared))
+        if self.strategy.kd or self.strategy.rep_kd:
             rng = np.random.default_rng(seed * 1_000_003)
             m = min(self.cfg.train.kd_public_per_round, self.info.n_public)
             state.public_index = np.sort(rng.choice(self.info.n_public, m, replace=False)).astype(np.int64)
@@ -108,10 +111,28 @@ class ServerContext:
         msg = Message.load(self.ckpt_dir / f"server_round_{latest['round']:04d}", "broadcast")
         return ServerState.from_message(msg), float(latest.get("wall_s", 0.0))
 
-    def checkpoint(self, state: ServerState, wall: float) -> None:
+    def checkpoint(self, state: ServerState, wall: float, statistics_done: bool = False) -> None:
         """Write the state after ``state.round`` rounds; ``latest.json`` (written last) points to it."""
         state.broadcast().save(self.ckpt_dir / f"server_round_{state.round:04d}")
-        write_json(self.ckpt_dir / "latest.json", {"round": state.round, "wall_s": wall})
+        write_json(self.ckpt_dir / "latest.json", {"round": state.round, "wall_s": wall,
+                                                   **({"bn_stats": True} if statistics_done else {})})
+
+    def needs_statistics(self, state: ServerState) -> bool:
+        """After the last round with ``fed.bn = recompute``: the statistics pass has not run yet."""
+        s = self.strategy
+        if not (s.share and s.spec.encoders == "shared" and s.spec.bn == "recompute"):
+            return False
+        latest = self.ckpt_dir / "latest.json"
+        return state.round >= self.cfg.fed.rounds and not (latest.exists() and read_json(latest).get("bn_stats"))
+
+    def finish_statistics(self, state: ServerState, uploads: list[Message], wall: float) -> ServerState:
+        """Pool the clients' BatchNorm statistics into the global state (same round) and checkpoint it."""
+        pooled = {k: v for k, v in bn_stats.pooled_statistics(uploads).items() if k in state.shared}
+        state.shared.update(pooled)
+        self.checkpoint(state, wall, statistics_done=True)
+        self.reporter.message(f"BatchNorm statistics of {len(pooled) // 2} layers recomputed on "
+                              f"{len(uploads)} clients' images")
+        return state
 
     def finish_round(self, state: ServerState, uploads: list[Message], wall: float) -> tuple[ServerState, dict]:
         """Server step on one round's uploads, metrics rows and checkpoint.
@@ -126,16 +147,21 @@ class ServerContext:
         state, info = server_round(state, uploads, self.strategy, self.cfg, self.head, self.info.n_public)
         rows = [{"round": r, "client": u.meta["client"], "modality": u.meta["modality"],
                  "val_macro_f1": u.meta["val_score"], "train_loss": u.meta["train_loss"],
-                 "n_train": u.meta["n_train"], "role": "student" if u.meta["client"] in info.get("students", [])
+                 "n_train": u.meta["n_train"], "upload_bytes": int(sum(a.nbytes for a in u.arrays.values())),
+                 "weight": info.get("weights", {}).get(u.meta["client"]),
+                 "role": "student" if u.meta["client"] in info.get("students", [])
                  else "teacher" if u.meta["client"] in info.get("teachers", []) else ""} for u in uploads]
         scores = [u.meta["val_score"] for u in uploads]
         answered = {u.meta["client"] for u in uploads}
         missing = [c for c in self.info.clients if c not in answered]
         rows.append({"round": r, "client": "global", "val_macro_f1_mean": float(np.mean(scores)),
-                     "n_uploads": len(uploads), "n_prototypes": 0 if state.gv is None else len(state.gv.pair_img),
+                     "n_uploads": len(uploads), "effective_clients": info.get("effective_clients"),
+                     "upload_bytes_mean": float(np.mean([sum(a.nbytes for a in u.arrays.values()) for u in uploads])),
+                     "n_prototypes": 0 if state.gv is None else len(state.gv.pair_img),
                      "wall_s": wall, **({"missing": missing} if missing else {})})
         append_jsonl(self.run_dir / "metrics.jsonl", rows)
         self.checkpoint(state, wall)
+        info.pop("weights", None)
         self.reporter.end_round(r, {**info, "val_macro_f1_mean": float(np.mean(scores)), "wall_s": wall})
         return state, info
 
@@ -148,6 +174,10 @@ def run_rounds(ctx: ServerContext, transport, resume: bool = False) -> ServerSta
         ctx.reporter.start_round(r, ctx.cfg.fed.rounds, len(ctx.info.clients))
         uploads = transport.exchange(state.broadcast({"strategy": ctx.strategy.name}), r)
         state, _ = ctx.finish_round(state, uploads, wall_before + time.time() - t0)
+    if ctx.needs_statistics(state):
+        uploads = transport.exchange(state.broadcast({"strategy": ctx.strategy.name, "task": bn_stats.TASK}),
+                                     state.round)
+        state = ctx.finish_statistics(state, uploads, wall_before + time.time() - t0)
     return state
 
 

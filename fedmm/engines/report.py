@@ -15,7 +15,8 @@ def write_outputs(run_dir: Path, cfg, results: dict, wall_s: float) -> dict:
     summary = {
         "strategy": cfg.fed.strategy, "seed": int(cfg.seed), "rounds": int(cfg.fed.rounds),
         "wall_s": round(float(wall_s), 2), "test": results["test"], "client_types": results["client_types"],
-        "per_class_recall": results["per_class_recall"], "rounds_detail": "metrics.jsonl",
+        "per_class_recall": results["per_class_recall"], "val": results.get("val", {}),
+        "rounds_detail": "metrics.jsonl",
     }
     write_json(run_dir / "summary.json", summary)
     write_json(run_dir / "results_per_client.json", results["per_client"])

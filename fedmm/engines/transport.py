@@ -73,23 +73,27 @@ class FederationInfo:
         return info
 
 
-def upload_spec(head_shapes: dict[str, tuple], d: int, n_classes: int) -> dict[str, tuple]:
+VIEWS = ("full", "image_only", "text_only")
+
+
+def upload_spec(shared_shapes: dict[str, tuple], d: int, n_classes: int) -> dict[str, tuple]:
     """Every array a client may upload, with its shape (None = any length)."""
-    spec = {f"shared/{k}": s for k, s in head_shapes.items()}
+    spec = {f"shared/{k}": s for k, s in shared_shapes.items()}
     for mod in ("image", "text"):
         spec.update({f"summary/{mod}_centroids": (None, d), f"summary/{mod}_counts": (None,),
-                     f"summary/{mod}_hist": (None, n_classes)})
-    spec["public/logits"] = (None, n_classes)
+                     f"summary/{mod}_hist": (None, n_classes), f"public/{mod}_reps": (None, d)})
+    spec.update({f"public/{v}_logits": (None, n_classes) for v in VIEWS})
     return spec
 
 
-def broadcast_spec(head_shapes: dict[str, tuple], d: int, n_classes: int) -> dict[str, tuple]:
+def broadcast_spec(shared_shapes: dict[str, tuple], d: int, n_classes: int) -> dict[str, tuple]:
     """Every array the server may broadcast, with its shape (None = any length)."""
-    spec = {f"shared/{k}": s for k, s in head_shapes.items()}
+    spec = {f"shared/{k}": s for k, s in shared_shapes.items()}
     spec.update({"gv/img_centers": (None, d), "gv/txt_centers": (None, d), "gv/pair_img": (None,),
                  "gv/pair_txt": (None,), "gv/hist_img": (None, n_classes), "gv/hist_txt": (None, n_classes),
-                 "gv/prototypes": (None, 2 * d), "teacher/index": (None,), "teacher/probs": (None, n_classes),
-                 "public/index": (None,)})
+                 "gv/prototypes": (None, 2 * d), "teacher/index": (None,), "public/index": (None,),
+                 "repkd/index": (None,), "repkd/image": (None, d), "repkd/text": (None, d)})
+    spec.update({f"teacher/{v}_probs": (None, n_classes) for v in VIEWS})
     return spec
 
 
@@ -120,6 +124,16 @@ def check_upload(msg: Message, spec: dict[str, tuple], round_idx: int, clients: 
         raise MessageError(f"{where}: meta 'n_train' must be a positive integer, got {n!r}")
     if not 0.0 <= _finite_number(meta, "val_score", where) <= 1.0:
         raise MessageError(f"{where}: meta 'val_score' must lie in [0, 1]")
+    scores = meta.get("val_scores", {})
+    if not isinstance(scores, dict) or not set(scores) <= set(VIEWS):
+        raise MessageError(f"{where}: meta 'val_scores' must map views {VIEWS} to scores")
+    for view in scores:
+        if not 0.0 <= _finite_number(scores, view, where) <= 1.0:
+            raise MessageError(f"{where}: meta 'val_scores' must lie in [0, 1]")
+    for key in ("n_val", "val_classes"):
+        v = meta.get(key, 0)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise MessageError(f"{where}: meta {key!r} must be a non-negative integer, got {v!r}")
     _finite_number(meta, "train_loss", where)
     groups = meta.get("trained_groups")
     if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
@@ -138,8 +152,9 @@ def check_upload(msg: Message, spec: dict[str, tuple], round_idx: int, clients: 
                 raise MessageError(f"{where}: {mod} centroids, counts and histograms differ in length")
             if (a[parts[1]] < 0).any() or (a[parts[2]] < 0).any():
                 raise MessageError(f"{where}: {mod} counts/histograms must be >= 0")
-    if "public/logits" in a and n_logits is not None and len(a["public/logits"]) != n_logits:
-        raise MessageError(f"{where}: public/logits has {len(a['public/logits'])} rows, expected {n_logits}")
+    for key in a:
+        if key.startswith("public/") and n_logits is not None and len(a[key]) != n_logits:
+            raise MessageError(f"{where}: {key} has {len(a[key])} rows, expected {n_logits}")
     return name
 
 
@@ -155,11 +170,14 @@ def check_broadcast(msg: Message, spec: dict[str, tuple], n_public: int) -> int:
     for key, bound in (("gv/pair_img", "gv/img_centers"), ("gv/pair_txt", "gv/txt_centers")):
         if key in a and len(a[key]) and (a[key].min() < 0 or a[key].max() >= len(a[bound])):
             raise MessageError(f"global state (round {r}): {key} indexes outside {bound}")
-    for key in ("teacher/index", "public/index"):
+    for key in ("teacher/index", "public/index", "repkd/index"):
         if key in a and len(a[key]) and (a[key].min() < 0 or a[key].max() >= n_public):
             raise MessageError(f"global state (round {r}): {key} indexes outside the public set ({n_public})")
-    if "teacher/probs" in a and len(a["teacher/probs"]) != len(a.get("teacher/index", ())):
-        raise MessageError(f"global state (round {r}): teacher/probs and teacher/index differ in length")
+    for prefix in ("teacher/", "repkd/"):
+        n_index = len(a.get(f"{prefix}index", ()))
+        for key in a:
+            if key.startswith(prefix) and key != f"{prefix}index" and len(a[key]) != n_index:
+                raise MessageError(f"global state (round {r}): {key} and {prefix}index differ in length")
     return r
 
 

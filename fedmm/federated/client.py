@@ -11,10 +11,11 @@ from fedmm.data.encode import EncodedSplit
 from fedmm.federated.messages import Message
 from fedmm.federated.strategies import Strategy
 from fedmm.federated.summary import summarize_vectors
-from fedmm.federated.train import Teacher, TrainResult, predict, train_local
+from fedmm.federated.mechanisms import alignment, balance, bn_stats, logit_kd, prox, rep_kd
+from fedmm.federated.train import TrainResult, predict, train_local, view_rows
 from fedmm.io import load_arrays, save_arrays
 from fedmm.metrics import classification_metrics
-from fedmm.models.head import param_group
+from fedmm.federated.params import load_shared, shared_state, trainable_groups
 from fedmm.models.model import FedMMModel
 from fedmm.models.surrogate import GlobalVectors
 
@@ -83,26 +84,47 @@ def load_model_state(model: FedMMModel, arrays: dict[str, np.ndarray], prefix: s
         raise ValueError(f"state mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
 
-def run_client_training(model: FedMMModel, data: ClientData, broadcast: Message, strategy: Strategy, cfg,
-                        generator: torch.Generator, device) -> tuple[TrainResult, float]:
-    """Client steps 1-3: load shared weights, train locally (KD if a student), validation macro-F1."""
-    if strategy.share and any(k.startswith("shared/") for k in broadcast.arrays):
-        load_model_state(model.head, broadcast.arrays, prefix="shared/")
-    gv = GlobalVectors.from_arrays(broadcast.arrays) if strategy.prototypes else None
-    teacher = None
-    if strategy.kd and data.name in broadcast.meta.get("students", []) and "teacher/probs" in broadcast.arrays:
-        teacher = Teacher(data.public_view(), broadcast.arrays["teacher/index"], broadcast.arrays["teacher/probs"])
-    prox_ref = None
+def training_terms(model: FedMMModel, data: ClientData, broadcast: Message, strategy: Strategy, cfg,
+                   groups: dict[str, str]) -> list:
+    """The loss terms of the mechanisms this strategy enables (each in fedmm.federated.mechanisms)."""
+    terms = []
+    if strategy.kd and (kd := logit_kd.student_term(broadcast, data, cfg.train)) is not None:
+        terms.append(kd)
+    if strategy.rep_kd and (rk := rep_kd.client_term(broadcast, data, cfg.train)) is not None:
+        terms.append(rk)
+    if strategy.align and cfg.train.align_weight > 0:
+        terms.append(alignment.AlignmentTerm(cfg.train.align_weight, cfg.train.align_temperature))
     if strategy.prox_mu > 0:
-        prox_ref = {k: v.detach().clone() for k, v in model.head.named_parameters()}
+        terms.append(prox.ProxTerm(model, groups, strategy.prox_mu))
+    return terms
+
+
+def validation_scores(model: FedMMModel, data: ClientData, gv, device, batch_size: int) -> dict[str, float]:
+    """Validation macro-F1 of the client's model on each view its modalities allow."""
+    if not len(data.val):
+        return {}
+    views = logit_kd.client_views(data.modality)
+    logits = predict(model, data.val, device, gv, views, batch_size=batch_size)
+    labels = data.val.labels.numpy()
+    return {v: classification_metrics(logits[v], labels[view_rows(data.val, v)], data.classes,
+                                      data.multilabel)["macro_f1"] for v in views if len(logits[v])}
+
+
+def run_client_training(model: FedMMModel, data: ClientData, broadcast: Message, strategy: Strategy, cfg,
+                        generator: torch.Generator, device) -> tuple[TrainResult, dict[str, float]]:
+    """Client steps 1-3: load shared weights, train locally with the enabled mechanisms,
+    validation macro-F1 per view."""
+    if strategy.share:
+        load_shared(model, broadcast.arrays)
+    gv = GlobalVectors.from_arrays(broadcast.arrays) if strategy.prototypes else None
+    groups = trainable_groups(model, strategy.spec)
+    terms = training_terms(model, data, broadcast, strategy, cfg, groups)
+    adjust = balance.logit_adjustment(data.train.labels, len(data.classes), cfg.train.logit_adjust_tau,
+                                      data.multilabel) if strategy.balance else None
     dropout = strategy.modality_dropout if data.modality in ("multimodal", "mixed") else 0.0
     result = train_local(model, data.train, cfg.train, generator=generator, device=device, multilabel=data.multilabel,
-                         gv=gv, modality_dropout=dropout, teacher=teacher, prox_ref=prox_ref, prox_mu=strategy.prox_mu)
-    score = 0.0
-    if len(data.val):
-        logits = predict(model, data.val, device, gv, batch_size=cfg.train.eval_batch_size)["full"]
-        score = classification_metrics(logits, data.val.labels.numpy(), data.classes, data.multilabel)["macro_f1"]
-    return result, score
+                         gv=gv, modality_dropout=dropout, terms=terms, groups=groups, logit_adjust=adjust)
+    return result, validation_scores(model, data, gv, device, cfg.train.eval_batch_size)
 
 
 def extract_representations(model: FedMMModel, split: EncodedSplit, device,
@@ -141,6 +163,18 @@ class ClientStore:
         old.unlink(missing_ok=True)
 
 
+def statistics_upload(model: FedMMModel, data: ClientData, broadcast: Message, strategy: Strategy, r: int,
+                      device) -> Message:
+    """The statistics pass after the last round: BatchNorm statistics of the global image encoder
+    on this client's training images (nothing is trained or saved)."""
+    load_shared(model, broadcast.arrays)
+    images = data.train.images[data.train.has_image]
+    arrays = bn_stats.client_statistics(model, images, device)
+    meta = {"client": data.name, "round": r, "n_train": max(int(len(images)), 1), "val_score": 0.0,
+            "train_loss": 0.0, "trained_groups": [], "modality": data.modality, "task": bn_stats.TASK}
+    return Message("upload", arrays if len(images) else {}, meta)
+
+
 def client_round(data: ClientData, broadcast: Message, cfg, strategy: Strategy, store: ClientStore,
                  vocab_size: int, device) -> Message:
     """One full client round: resume own state, train, summarise, compute public logits, upload."""
@@ -149,14 +183,17 @@ def client_round(data: ClientData, broadcast: Message, cfg, strategy: Strategy, 
     model = build_model(cfg, vocab_size, len(data.classes), client_init_seed(cfg, data.index)).to(device)
     if r > 0:
         store.load(model, r - 1)
+    if broadcast.meta.get("task") == bn_stats.TASK:
+        return statistics_upload(model, data, broadcast, strategy, r, device)
     generator = torch.Generator().manual_seed(stable_seed(seed, r, data.index, 2))
     with torch.random.fork_rng(devices=[]):  # dropout draws from the global generator: seed it, then restore
         torch.manual_seed(stable_seed(seed, r, data.index, 4))
-        result, score = run_client_training(model, data, broadcast, strategy, cfg, generator, device)
+        result, scores = run_client_training(model, data, broadcast, strategy, cfg, generator, device)
+    gv = GlobalVectors.from_arrays(broadcast.arrays) if strategy.prototypes else None
     arrays: dict[str, np.ndarray] = {}
     if strategy.share:
-        head_state = model_state(model.head)
-        arrays.update({f"shared/{k}": v for k, v in head_state.items() if param_group(k) in result.trained_groups})
+        trained = shared_state(model, strategy.spec, result.trained_groups)
+        arrays.update({f"shared/{k}": v for k, v in trained.items()})
     if strategy.prototypes:
         reps = extract_representations(model, data.train, device, cfg.train.eval_batch_size)
         for mod, (vectors, labels) in reps.items():
@@ -165,14 +202,18 @@ def client_round(data: ClientData, broadcast: Message, cfg, strategy: Strategy, 
                                          cfg.fed.min_cluster_size, stable_seed(seed, r, data.index, 3),
                                          cfg.fed.dp_clip, cfg.fed.dp_noise, data.multilabel)
                 arrays.update({f"summary/{mod}_{k}": v for k, v in summ.items()})
-    if strategy.kd and "public/index" in broadcast.arrays:
-        pub_idx = broadcast.arrays["public/index"]
-        pub = data.public_view().subset(torch.as_tensor(pub_idx))
-        arrays["public/logits"] = predict(model, pub, device, GlobalVectors.from_arrays(broadcast.arrays)
-                                          if strategy.prototypes else None,
-                                          batch_size=cfg.train.eval_batch_size)["full"].astype(np.float32)
+    pub_idx = broadcast.arrays.get("public/index")
+    if pub_idx is not None and strategy.kd:
+        arrays.update(logit_kd.public_logits(model, data.public_view(), pub_idx, logit_kd.client_views(data.modality),
+                                             gv, device, cfg.train.eval_batch_size))
+    if pub_idx is not None and strategy.rep_kd:
+        arrays.update(rep_kd.public_representations(model, data.public_view(), pub_idx, device,
+                                                    cfg.train.eval_batch_size))
     store.save(model, r)
-    meta = {"client": data.name, "round": r, "n_train": len(data.train), "val_score": float(score),
-            "train_loss": float(result.loss), "trained_groups": sorted(result.trained_groups),
-            "modality": data.modality}
+    own = logit_kd.own_view(data.modality)
+    val_classes = int(len(np.unique(data.val.labels.numpy(), axis=0))) if len(data.val) else 0
+    meta = {"client": data.name, "round": r, "n_train": len(data.train), "val_score": float(scores.get(own, 0.0)),
+            "val_scores": {k: float(v) for k, v in scores.items()}, "n_val": len(data.val),
+            "val_classes": val_classes, "train_loss": float(result.loss),
+            "trained_groups": sorted(result.trained_groups), "modality": data.modality}
     return Message("upload", arrays, meta)

@@ -6,9 +6,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from fedmm.federated.mechanisms import logit_kd, rep_kd
+from fedmm.federated.mechanisms.contribution import client_weights, effective_clients
 from fedmm.federated.messages import Message
 from fedmm.federated.strategies import Strategy
-from fedmm.models.head import SharedHead, param_group
+from fedmm.federated.params import ENCODER_GROUPS, param_group
+from fedmm.models.head import SharedHead
 from fedmm.models.surrogate import GlobalVectors
 from fedmm.ops import aggregate, kmeans, krum_scores, linear_sum_assignment
 
@@ -18,19 +21,17 @@ class ServerState:
     """Everything the server publishes and needs to resume."""
 
     round: int                                    # number of finished rounds
-    shared: dict[str, np.ndarray]                 # head tensor name -> float32 array
+    shared: dict[str, np.ndarray]                 # federated name -> float32 array (fedmm.federated.params)
     gv: GlobalVectors | None = None
-    teacher_index: np.ndarray | None = None       # [M] public rows with soft labels
-    teacher_probs: np.ndarray | None = None       # [M, C]
-    public_index: np.ndarray | None = None        # [M'] rows whose logits clients return this round
+    public_index: np.ndarray | None = None        # [M'] rows whose logits / representations clients return
     students: list[str] = field(default_factory=list)
+    published: dict[str, np.ndarray] = field(default_factory=dict)   # mechanisms' arrays (teacher/, repkd/)
 
     def broadcast(self, meta: dict | None = None) -> Message:
         arrays = {f"shared/{k}": v for k, v in self.shared.items()}
         if self.gv is not None:
             arrays.update(self.gv.to_arrays())
-        if self.teacher_probs is not None:
-            arrays["teacher/index"], arrays["teacher/probs"] = self.teacher_index, self.teacher_probs
+        arrays.update(self.published)
         if self.public_index is not None:
             arrays["public/index"] = self.public_index
         return Message("broadcast", arrays, {"round": self.round, "students": list(self.students), **(meta or {})})
@@ -39,27 +40,18 @@ class ServerState:
     def from_message(cls, msg: Message) -> "ServerState":
         a = msg.arrays
         shared = {k[len("shared/"):]: v for k, v in a.items() if k.startswith("shared/")}
-        return cls(int(msg.meta["round"]), shared, GlobalVectors.from_arrays(a), a.get("teacher/index"),
-                   a.get("teacher/probs"), a.get("public/index"), list(msg.meta.get("students", [])))
-
-
-def client_weights(uploads: list[Message], weighting: str, tau: float) -> np.ndarray:
-    """Aggregation weight per upload: performance n*exp(s/tau), samples n, or uniform."""
-    n = np.array([float(u.meta["n_train"]) for u in uploads])
-    s = np.array([float(u.meta["val_score"]) for u in uploads])
-    if weighting == "performance":
-        return n * np.exp((s - s.max()) / tau)
-    if weighting == "samples":
-        return n
-    if weighting == "uniform":
-        return np.ones_like(n)
-    raise ValueError(f"unknown weighting {weighting!r}")
+        published = {k: v for k, v in a.items() if k.startswith(("teacher/", "repkd/"))}
+        return cls(int(msg.meta["round"]), shared, GlobalVectors.from_arrays(a), a.get("public/index"),
+                   list(msg.meta.get("students", [])), published)
 
 
 def global_update(shared: dict[str, np.ndarray], uploads: list[Message], weighting: str = "samples",
-                  tau: float = 0.1, method: str = "mean", trim: float = 0.1, n_byzantine: int = 0) -> dict:
-    """Server step 1: per parameter group, combine the uploads of the clients that trained it."""
-    weights = client_weights(uploads, weighting, tau) if uploads else np.zeros(0)
+                  tau: float = 0.1, method: str = "mean", trim: float = 0.1, n_byzantine: int = 0,
+                  weights: np.ndarray | None = None) -> dict:
+    """Server step 1: per parameter group, combine the uploads of the clients that trained it
+    (``weights``: one per upload; default :func:`client_weights` of ``weighting``)."""
+    if weights is None:
+        weights = client_weights(uploads, weighting, tau)
     groups: dict[str, list[str]] = {}
     for name in shared:
         groups.setdefault(param_group(name), []).append(name)
@@ -156,44 +148,42 @@ def run_clustering_and_fusion(uploads: list[Message], head: SharedHead, fcfg, n_
     return gv
 
 
-def select_teachers(uploads: list[Message], threshold: float, temperature: float):
-    """Server step 5: teachers have s_k >= threshold (median if < 0); soft labels = s-weighted
-    mean of their softened public-set probabilities. Returns (teachers, students, probs | None)."""
-    with_logits = [u for u in uploads if "public/logits" in u.arrays]
-    if not with_logits:
-        return [], [], None
-    s = np.array([u.meta["val_score"] for u in with_logits])
-    thr = float(np.median(s)) if threshold < 0 else threshold
-    teachers = [u for u, sk in zip(with_logits, s) if sk >= thr]
-    students = [u.meta["client"] for u, sk in zip(with_logits, s) if sk < thr]
-    w = np.array([max(u.meta["val_score"], 1e-6) for u in teachers])
-    probs = sum(wk * torch.softmax(torch.from_numpy(u.arrays["public/logits"]) / temperature, -1).numpy()
-                for wk, u in zip(w, teachers)) / w.sum()
-    return [u.meta["client"] for u in teachers], students, probs.astype(np.float32)
-
-
 def server_round(state: ServerState, uploads: list[Message], strategy: Strategy, cfg, head: SharedHead,
                  n_public: int) -> tuple[ServerState, dict]:
     """All server steps for one round; returns the new state and round metrics."""
     f, r, seed = cfg.fed, state.round, int(cfg.seed)
+    n_classes = head.classifier.net[-1].out_features
     shared = state.shared
+    info: dict = {"n_uploads": len(uploads)}
     if strategy.share:
-        shared = global_update(shared, uploads, strategy.weighting, f.tau, f.aggregation, f.trim, f.n_byzantine)
+        weights = client_weights(uploads, strategy.weighting, f.tau, n_classes)
+        info["effective_clients"] = effective_clients(weights)
+        info["weights"] = {u.meta["client"]: float(w) for u, w in zip(uploads, weights)}
+        shared = global_update(shared, uploads, method=f.aggregation, trim=f.trim, n_byzantine=f.n_byzantine,
+                               weights=weights)
     gv = None
     if strategy.prototypes:
-        head.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in shared.items()})
+        head.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in shared.items()
+                              if param_group(k) not in ENCODER_GROUPS})
         with torch.random.fork_rng(devices=[]):  # calibration uses dropout: make it a function of the round
             torch.manual_seed(seed * 7919 + r)
-            gv = run_clustering_and_fusion(uploads, head, f, head.classifier.net[-1].out_features, seed * 7919 + r)
+            gv = run_clustering_and_fusion(uploads, head, f, n_classes, seed * 7919 + r)
         if gv is not None:
-            shared = {k: v.detach().numpy().copy() for k, v in head.state_dict().items()}
+            shared = {**shared, **{k: v.detach().numpy().copy() for k, v in head.state_dict().items()}}
     new = ServerState(r + 1, shared, gv)
-    info = {"n_uploads": len(uploads)}
     if strategy.kd:
-        teachers, students, probs = select_teachers(uploads, f.kd_threshold, cfg.train.kd_temperature)
-        if probs is not None:
-            new.teacher_index, new.teacher_probs, new.students = state.public_index, probs, students
-        info.update(teachers=teachers, students=students)
+        teachers, students, probs = logit_kd.select_teachers(uploads, f.kd_threshold, cfg.train.kd_temperature)
+        if probs and state.public_index is not None:
+            new.published["teacher/index"] = state.public_index
+            new.published.update({f"teacher/{v}_probs": p for v, p in probs.items()})
+            new.students = students
+        info.update(teachers=sorted({c for names in teachers.values() for c in names}), students=students)
+    if strategy.rep_kd and state.public_index is not None:
+        reps = rep_kd.global_representations(uploads)
+        if reps:
+            new.published["repkd/index"] = state.public_index
+            new.published.update({f"repkd/{m}": v for m, v in reps.items()})
+    if strategy.kd or strategy.rep_kd:
         rng = np.random.default_rng(seed * 1_000_003 + r + 1)
         m = min(cfg.train.kd_public_per_round, n_public)
         new.public_index = np.sort(rng.choice(n_public, m, replace=False)).astype(np.int64)

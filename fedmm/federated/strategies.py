@@ -1,7 +1,9 @@
 """Strategies are small variations of the one round loop: flags read by the client and server steps."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from fedmm.federated.params import ShareSpec
 
 STRATEGIES = ("fedmm", "fedavg", "fedprox", "local", "centralized")
 
@@ -15,17 +17,31 @@ class Strategy:
     modality_dropout: float
     weighting: str         # performance | samples | uniform
     prox_mu: float = 0.0
+    rep_kd: bool = False   # representation-level KD on the public set
+    align: bool = False    # cross-modal alignment term
+    balance: bool = False  # logit-adjusted task loss
+    spec: ShareSpec = field(default_factory=ShareSpec)   # which tensors are federated
 
 
 def strategy_from_config(cfg) -> Strategy:
-    """Build the strategy named by ``cfg.fed.strategy`` with the ablation switches applied."""
+    """Build the strategy named by ``cfg.fed.strategy`` with the ablation switches applied.
+
+    ``fedavg`` and ``fedprox`` federate everything a client trained (encoders too, per
+    modality), as the literature's baselines do; ``-c fed.encoders=local`` keeps encoders
+    at the sites for every strategy, ``-c fed.baseline_dropout=true`` gives the baselines
+    fedmm's modality dropout (a control for the missing-modality scenarios).
+    """
     f, name = cfg.fed, cfg.fed.strategy
+    spec = ShareSpec(True, f.encoders, f.bn)
+    dropout = cfg.model.modality_dropout
+    base_dropout = dropout if f.baseline_dropout else 0.0
     if name == "fedmm":
-        return Strategy(name, True, f.kd, f.prototypes, cfg.model.modality_dropout, f.weighting)
+        return Strategy(name, True, f.kd, f.prototypes, dropout, f.weighting, rep_kd=f.rep_kd, align=f.align,
+                        balance=f.balance, spec=spec)
     if name in ("fedavg", "centralized"):
-        return Strategy(name, True, False, False, 0.0, "samples")
+        return Strategy(name, True, False, False, base_dropout, "samples", spec=spec)
     if name == "fedprox":
-        return Strategy(name, True, False, False, 0.0, "samples", cfg.train.prox_mu)
+        return Strategy(name, True, False, False, base_dropout, "samples", cfg.train.prox_mu, spec=spec)
     if name == "local":
-        return Strategy(name, False, False, False, 0.0, "samples")
+        return Strategy(name, False, False, False, base_dropout, "samples", spec=ShareSpec(False, "local", f.bn))
     raise ValueError(f"unknown strategy {name!r}; choose from {STRATEGIES}")

@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 
 from fedmm.data.encode import EncodedSplit
-from fedmm.models.head import GROUPS, param_group
 from fedmm.models.model import FedMMModel
 from fedmm.models.surrogate import GlobalVectors
 
@@ -20,23 +19,10 @@ def make_batch(split: EncodedSplit, idx: torch.Tensor, device) -> dict:
 
 
 @dataclass
-class Teacher:
-    """Soft labels for public samples: public split, row indices [M], probabilities [M, C]."""
-
-    public: EncodedSplit
-    index: np.ndarray
-    probs: np.ndarray
-
-
-@dataclass
 class TrainResult:
     loss: float
     steps: int
-    trained_groups: set = field(default_factory=set)
-    pooled_image: np.ndarray | None = None   # [Ni, d] vectors of the last epoch (present images)
-    pooled_text: np.ndarray | None = None    # [Nt, d]
-    labels_image: np.ndarray | None = None   # labels of those rows
-    labels_text: np.ndarray | None = None
+    trained_groups: set = field(default_factory=set)   # federation groups that received a gradient
 
 
 def _task_loss(logits: torch.Tensor, labels: torch.Tensor, multilabel: bool) -> torch.Tensor:
@@ -53,50 +39,45 @@ def kd_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperatu
 
 def train_local(model: FedMMModel, train: EncodedSplit, tcfg, *, generator: torch.Generator, device,
                 multilabel: bool = False, gv: GlobalVectors | None = None, modality_dropout: float = 0.0,
-                teacher: Teacher | None = None, prox_ref: dict[str, torch.Tensor] | None = None,
-                prox_mu: float = 0.0) -> TrainResult:
-    """E epochs of CE (+ KD on public batches, + proximal term); returns stats and last-epoch vectors."""
+                terms=(), groups: dict[str, str] | None = None,
+                logit_adjust: torch.Tensor | None = None) -> TrainResult:
+    """E epochs of the task loss plus the enabled mechanisms' ``terms``.
+
+    Each term is called as ``term(model, batch, out, gv, generator)`` and returns a
+    scalar loss or None (see :mod:`fedmm.federated.mechanisms`). ``logit_adjust`` [C]
+    is added to the logits inside the task loss only (logit-adjusted cross-entropy).
+    ``groups`` maps parameter names (``model.named_parameters``) to their federation
+    group; a group counts as trained once one of its parameters receives a non-zero
+    gradient (e.g. a text-only client never trains the image encoder).
+    """
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tcfg.lr,
                             weight_decay=tcfg.weight_decay)
-    head_params = dict(model.head.named_parameters())
+    params = dict(model.named_parameters())
+    groups = groups or {}
+    adjust = None if logit_adjust is None else logit_adjust.to(device)
     result, total = TrainResult(0.0, 0), 0.0
     for epoch in range(tcfg.local_epochs):
-        last = epoch == tcfg.local_epochs - 1
         order = torch.randperm(len(train), generator=generator)
-        pooled = {"image": [], "text": [], "yi": [], "yt": []}
         for start in range(0, len(order), tcfg.batch_size):
             batch = make_batch(train, order[start:start + tcfg.batch_size], device)
             out = model(batch, gv, modality_dropout, generator)
-            loss = _task_loss(out.logits, batch["labels"], multilabel)
-            if teacher is not None and len(teacher.index):
-                pick = torch.randint(len(teacher.index), (tcfg.kd_batch_size,), generator=generator).numpy()
-                pub = make_batch(teacher.public, torch.as_tensor(teacher.index[pick]), device)
-                pub_out = model(pub, gv)
-                target = torch.as_tensor(teacher.probs[pick], device=device)
-                loss = loss + tcfg.kd_weight * kd_loss(pub_out.logits, target, tcfg.kd_temperature)
-            if prox_ref is not None and prox_mu > 0:
-                prox = sum(((head_params[k] - v) ** 2).sum() for k, v in prox_ref.items() if k in head_params)
-                loss = loss + prox_mu / 2 * prox
+            logits = out.logits if adjust is None else out.logits + adjust
+            loss = _task_loss(logits, batch["labels"], multilabel)
+            for term in terms:
+                extra = term(model, batch, out, gv, generator)
+                if extra is not None:
+                    loss = loss + extra
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            for name, p in head_params.items():
-                group = param_group(name)
+            for name, group in groups.items():
+                p = params[name]
                 if group not in result.trained_groups and p.grad is not None and bool(p.grad.any()):
                     result.trained_groups.add(group)
             opt.step()
             total += float(loss.detach())
             result.steps += 1
-            if last:
-                pooled["image"].append(out.pooled_image[out.has_image].detach().cpu())
-                pooled["yi"].append(batch["labels"][out.has_image].cpu())
-                pooled["text"].append(out.pooled_text[out.has_text].detach().cpu())
-                pooled["yt"].append(batch["labels"][out.has_text].cpu())
     result.loss = total / max(result.steps, 1)
-    result.trained_groups &= set(GROUPS)
-    cat = lambda xs: torch.cat(xs).numpy() if xs else None  # noqa: E731
-    result.pooled_image, result.pooled_text = cat(pooled["image"]), cat(pooled["text"])
-    result.labels_image, result.labels_text = cat(pooled["yi"]), cat(pooled["yt"])
     return result
 
 
@@ -133,3 +114,16 @@ def view_rows(split: EncodedSplit, view: str) -> np.ndarray:
     """Boolean [N]: rows that keep at least one modality under ``view``."""
     use_img, use_txt = VIEWS[view]
     return ((split.has_image & use_img) | (split.has_text & use_txt)).numpy()
+
+
+@torch.no_grad()
+def predict_rows(model: FedMMModel, split: EncodedSplit, device, gv: GlobalVectors | None = None,
+                 views=("full",), batch_size: int = 256) -> dict[str, np.ndarray]:
+    """Logits [N, C] per view for every row of ``split`` (rows a view cannot score: zeros)."""
+    out, n_classes = {}, model.head.classifier.net[-1].out_features
+    for v, logits in predict(model, split, device, gv, views, batch_size).items():
+        full = np.zeros((len(split), n_classes), np.float32)
+        if len(logits):
+            full[view_rows(split, v)] = logits
+        out[v] = full
+    return out

@@ -86,16 +86,3 @@ class SharedHead(nn.Module):
         zi = self.fusion["i2t"](img_seq, txt_seq, txt_mask)  # [B, Li, d] image queries text
         zt = self.fusion["t2i"](txt_seq, img_seq, img_mask)  # [B, Lt, d] text queries image
         return torch.cat([masked_mean(zi, img_mask), masked_mean(zt, txt_mask)], dim=-1)  # [B, 2d]
-
-
-def param_group(name: str) -> str:
-    """Federation group of a SharedHead parameter name (e.g. 'fusion.i2t.wq' -> 'fusion')."""
-    group = name.split(".", 1)[0]
-    if group not in GROUPS:
-        raise KeyError(f"parameter {name!r} belongs to no federation group")
-    return group
-
-
-def shared_state(head: SharedHead, groups=GROUPS) -> dict[str, torch.Tensor]:
-    """Detached float32 copies of the head's tensors in ``groups`` (parameters and buffers)."""
-    return {k: v.detach().float().cpu().clone() for k, v in head.state_dict().items() if param_group(k) in groups}

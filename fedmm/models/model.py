@@ -42,6 +42,7 @@ class Forward:
     pooled_text: torch.Tensor          # [B, d]
     has_image: torch.Tensor            # [B] bool, after modality dropout
     has_text: torch.Tensor             # [B] bool
+    enc: Encoded | None = None         # adapter tokens of every modality the batch holds (before dropout)
 
 
 class FedMMModel(nn.Module):
@@ -107,14 +108,21 @@ class FedMMModel(nn.Module):
 
     def forward(self, batch: dict, gv: GlobalVectors | None = None, modality_dropout: float = 0.0,
                 generator: torch.Generator | None = None) -> Forward:
-        """Logits for a batch; with ``modality_dropout`` p, each full sample loses one modality w.p. p."""
+        """Logits for a batch; with ``modality_dropout`` p, each full sample loses one modality w.p. p.
+
+        Encoders run on every modality the batch holds (``Forward.enc``, e.g. for the
+        cross-modal alignment of paired samples); dropout hides modalities from the head only.
+        """
         has_img, has_txt = batch["has_image"].bool(), batch["has_text"].bool()
+        enc = self.encode(batch, has_img, has_txt)
         if modality_dropout > 0:
             both = has_img & has_txt
             u = torch.rand(has_img.shape[0], generator=generator).to(has_img.device)
             has_img = has_img & ~(both & (u < modality_dropout / 2))
             has_txt = has_txt & ~(both & (u >= modality_dropout / 2) & (u < modality_dropout))
-        return self.classify(self.encode(batch, has_img, has_txt), has_img, has_txt, gv)
+        out = self.classify(enc, has_img, has_txt, gv)
+        out.enc = enc
+        return out
 
     @staticmethod
     def _global_tensors(gv: GlobalVectors | None, device):

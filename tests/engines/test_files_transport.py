@@ -19,6 +19,7 @@ from fedmm.engines.local import run_simulation
 from fedmm.engines.prepare import prepare_federation
 from fedmm.engines.transport import check_upload
 from fedmm.federated.messages import Message, MessageError
+from fedmm.federated.params import model_key
 from fedmm.io import load_arrays, read_json
 
 runner = CliRunner()
@@ -115,10 +116,10 @@ def test_three_step_workflow_with_dropout_and_bad_uploads(client_root, tmp_path_
     assert "after round 2" in out
     model = load_arrays(root / "client_3" / "best_model.safetensors")
     final = load_arrays(shared / "global_round_0002.safetensors")
-    heads = {k[len("head."):]: v for k, v in model.items() if k.startswith("head.")}
-    for k, v in final.items():
-        if k.startswith("shared/"):
-            np.testing.assert_array_equal(heads[k[len("shared/"):]], v)
+    shared_names = [k for k in final if k.startswith("shared/")]
+    assert any(k.startswith("shared/image_encoder.") for k in shared_names)   # encoders are federated
+    for k in shared_names:
+        np.testing.assert_array_equal(model[model_key(k[len("shared/"):])], final[k])
 
 
 def test_read_uploads_rejects_forged_and_malformed_uploads(client_root, tmp_path_factory):
@@ -132,9 +133,9 @@ def test_read_uploads_rejects_forged_and_malformed_uploads(client_root, tmp_path
     rng = np.random.default_rng(0)
 
     def good(name: str) -> Message:
-        arrays = {k: rng.normal(size=[3 if s is None else s for s in shape]).astype(np.float32)
+        rows = lambda k: n_logits if k.startswith("public/") else 3  # noqa: E731
+        arrays = {k: rng.normal(size=[rows(k) if s is None else s for s in shape]).astype(np.float32)
                   for k, shape in ctx.spec.items() if not k.startswith("summary/")}
-        arrays["public/logits"] = rng.normal(size=(n_logits, len(ctx.info.classes))).astype(np.float32)
         arrays["summary/image_centroids"] = np.zeros((2, ctx.head.d), np.float32)
         arrays["summary/image_counts"] = np.array([5, 6], np.float32)
         arrays["summary/image_hist"] = np.ones((2, len(ctx.info.classes)), np.float32)

@@ -2,8 +2,8 @@ import numpy as np
 import torch
 
 from fedmm.federated.messages import Message
-from fedmm.federated.server import (client_weights, global_update, pair_centers, run_clustering_and_fusion,
-                                    select_teachers)
+from fedmm.federated.mechanisms.logit_kd import select_teachers
+from fedmm.federated.server import global_update, pair_centers, run_clustering_and_fusion
 from fedmm.models.head import SharedHead
 
 
@@ -22,14 +22,6 @@ def test_global_update_weights_by_group_by_hand():
     np.testing.assert_allclose(new["image_adapter.proj.weight"], np.ones((2, 2)))
     # classifier: (10 * [1,2,3] + 30 * [5,6,7]) / 40
     np.testing.assert_allclose(new["classifier.net.0.bias"], [4.0, 5.0, 6.0], rtol=1e-6)
-
-
-def test_performance_weighting_matches_formula():
-    ups = [_upload("a", 10, 0.8, {}), _upload("b", 20, 0.4, {})]
-    w = client_weights(ups, "performance", tau=0.2)
-    expected = np.array([10 * np.exp(0.8 / 0.2), 20 * np.exp(0.4 / 0.2)])
-    np.testing.assert_allclose(w / w.sum(), expected / expected.sum(), rtol=1e-12)
-    np.testing.assert_array_equal(client_weights(ups, "uniform", 1.0), [1.0, 1.0])
 
 
 def test_untrained_group_keeps_previous_value_and_median_resists_outlier():
@@ -56,15 +48,26 @@ def test_hungarian_pairing_recovers_a_permutation():
     assert len(rows_r) == 4 and len(set(cols_r)) == 4  # rectangular
 
 
-def test_teachers_are_at_or_above_median_and_soft_labels_weighted():
+def test_teachers_are_chosen_per_view_and_soft_labels_weighted():
     logits_a = np.array([[2.0, 0.0]], np.float32)
     logits_b = np.array([[0.0, 2.0]], np.float32)
-    ups = [_upload("a", 1, 0.9, {"public/logits": logits_a}), _upload("b", 1, 0.3, {"public/logits": logits_b}),
-           _upload("c", 1, 0.6, {"public/logits": logits_b})]
+    ups = [_upload("a", 1, 0.9, {"public/full_logits": logits_a, "public/text_only_logits": logits_b}),
+           _upload("b", 1, 0.3, {"public/full_logits": logits_b, "public/text_only_logits": logits_a}),
+           _upload("c", 1, 0.6, {"public/full_logits": logits_b, "public/text_only_logits": logits_a}),
+           _upload("t", 1, 0.2, {"public/text_only_logits": logits_b})]
+    for u in ups[:3]:
+        u.meta["modality"] = "multimodal"
+    ups[3].meta["modality"] = "text_only"
+    ups[0].meta["val_scores"] = {"full": 0.9, "text_only": 0.1}   # a is a poor text-only teacher
     teachers, students, probs = select_teachers(ups, threshold=-1, temperature=1.0)
-    assert teachers == ["a", "c"] and students == ["b"]
-    pa, pc = torch.softmax(torch.tensor(logits_a), -1).numpy(), torch.softmax(torch.tensor(logits_b), -1).numpy()
-    np.testing.assert_allclose(probs, (0.9 * pa + 0.6 * pc) / 1.5, rtol=1e-6)
+    assert teachers["full"] == ["a", "c"] and set(probs) == {"full", "text_only"}
+    pa, pb = (torch.softmax(torch.tensor(x), -1).numpy() for x in (logits_a, logits_b))
+    np.testing.assert_allclose(probs["full"], (0.9 * pa + 0.6 * pb) / 1.5, rtol=1e-6)
+    # text_only view: scores a 0.1, b 0.3, c 0.6, t 0.2 -> median 0.25: teachers b, c
+    assert teachers["text_only"] == ["b", "c"]
+    np.testing.assert_allclose(probs["text_only"], pa, rtol=1e-6)
+    # students: below the median of their own view (b on full; t on text_only; a is a full-view teacher)
+    assert sorted(students) == ["b", "t"]
 
 
 def test_clustering_and_fusion_builds_paired_prototypes_and_calibrates():

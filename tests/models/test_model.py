@@ -5,7 +5,7 @@ import torchvision
 from transformers import BertConfig, BertModel
 
 from fedmm.models.encoders import ImageEncoder, TextEncoder
-from fedmm.models.head import param_group
+from fedmm.federated.params import param_group
 from fedmm.models.model import FedMMModel, ModelConfig
 from fedmm.models.surrogate import GlobalVectors, surrogate_tokens
 
@@ -87,8 +87,9 @@ def test_concat_fusion_and_parameter_groups():
     assert model(_batch(), None).logits.shape == (6, C)
     groups = {param_group(k) for k in model.head.state_dict()}
     assert groups == {"image_adapter", "text_adapter", "missing_image", "missing_text", "fusion", "classifier"}
+    assert param_group("image_encoder.features.0.0.weight") == "image_encoder"
     with pytest.raises(KeyError):
-        param_group("image_encoder.features.0.0.weight")
+        param_group("features.0.0.weight")
 
 
 def test_image_weights_load_from_a_local_file(tmp_path):

@@ -1,0 +1,29 @@
+"""Logit adjustment for long-tailed and skewed labels (client half only).
+
+Each client trains on ``logits + tau * log(prior)`` (balanced softmax / logit-adjusted
+cross-entropy), ``prior`` being the label frequencies of its own training split
+(add-one smoothed). The model's raw logits then estimate a class-balanced posterior:
+rare classes are not drowned by a site's majority class, and clients whose label
+distributions differ (label skew) learn classifiers that agree, so averaging them
+is meaningful. Inference uses the raw logits.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def log_prior(labels: torch.Tensor, n_classes: int, multilabel: bool = False) -> torch.Tensor:
+    """log of the add-one smoothed label frequencies [C] of ``labels`` ([N] int, or [N, C] multi-hot)."""
+    counts = labels.float().sum(0) if multilabel else torch.bincount(labels, minlength=n_classes).float()
+    prior = (counts + 1.0) / (counts.sum() + n_classes)
+    return prior.log()
+
+
+def logit_adjustment(labels: torch.Tensor, n_classes: int, tau: float, multilabel: bool = False) -> torch.Tensor | None:
+    """Additive training-time logit offset [C] (``tau * log prior``), or None when off.
+
+    Multi-label data (independent sigmoids) are left unadjusted.
+    """
+    if tau <= 0 or multilabel or len(labels) == 0:
+        return None
+    return tau * log_prior(labels, n_classes)

@@ -1,0 +1,97 @@
+"""Representation-level distillation on the public set (CreamFL-style).
+
+Client half: every client returns the pooled adapter vectors of this round's public
+rows for each modality it has (``public/image_reps``, ``public/text_reps``, [M, d]).
+Next round it pulls its own public representations toward the global ones with a
+contrastive term: its image vector of public sample j should be closer to the global
+image *and* text vectors of j than to those of the other samples in the batch
+(intra- and inter-modal), and likewise for text. This is how knowledge reaches
+clients whose encoders never leave the site (``fed.encoders = local``), and how an
+image-only client learns the text side's geometry.
+
+Server half: the global representation of a public row is the coordinate-wise median
+of the clients' vectors for it (robust to a few outlying clients).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fedmm.federated.train import make_batch
+from fedmm.models.head import masked_mean
+
+MODALITIES = ("image", "text")
+
+
+# ---- client half ---------------------------------------------------------------------------------
+
+@torch.no_grad()
+def public_representations(model, public, index: np.ndarray, device, batch_size: int) -> dict[str, np.ndarray]:
+    """{"public/<mod>_reps": [M, d]} for the modalities present in every requested public row."""
+    model.eval()
+    rows = public.subset(torch.as_tensor(index))
+    out = {m: [] for m in MODALITIES}
+    for start in range(0, len(rows), batch_size):
+        b = make_batch(rows, torch.arange(start, min(start + batch_size, len(rows))), device)
+        hi, ht = b["has_image"].bool(), b["has_text"].bool()
+        enc = model.encode(b, hi, ht)
+        out["image"].append((enc.image.mean(1), hi))
+        out["text"].append((masked_mean(enc.text, enc.text_mask & ht[:, None]), ht))
+    reps = {}
+    for m, parts in out.items():
+        vecs, has = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        if len(vecs) and bool(has.all()):
+            reps[f"public/{m}_reps"] = vecs.float().cpu().numpy()
+    return reps
+
+
+def _nce(query: torch.Tensor, keys: torch.Tensor, temperature: float) -> torch.Tensor:
+    logits = F.normalize(query, dim=-1) @ F.normalize(keys, dim=-1).T / temperature  # [B, B]
+    return F.cross_entropy(logits, torch.arange(len(query), device=query.device))
+
+
+class RepKD:
+    """Contrastive pull of the client's public representations toward the global ones."""
+
+    def __init__(self, public, index: np.ndarray, global_reps: dict[str, np.ndarray], weight: float,
+                 temperature: float, batch_size: int) -> None:
+        self.public, self.index, self.reps = public, index, global_reps
+        self.weight, self.temperature, self.batch_size = weight, temperature, max(2, batch_size)
+
+    def __call__(self, model, batch: dict, out, gv, generator) -> torch.Tensor | None:
+        dev = out.logits.device
+        pick = torch.randperm(len(self.index), generator=generator)[: self.batch_size].numpy()
+        pub = make_batch(self.public, torch.as_tensor(self.index[pick]), dev)
+        hi, ht = pub["has_image"].bool(), pub["has_text"].bool()
+        enc = model.encode(pub, hi, ht)
+        own = {"image": (enc.image.mean(1), hi), "text": (masked_mean(enc.text, enc.text_mask & ht[:, None]), ht)}
+        glob = {m: torch.as_tensor(self.reps[m][pick], device=dev) for m in self.reps}
+        loss = []
+        for m, (vec, has) in own.items():
+            if not bool(has.all()):
+                continue
+            loss += [_nce(vec, g, self.temperature) for g in glob.values()]
+        return self.weight * torch.stack(loss).mean() if loss else None
+
+
+def client_term(broadcast, data, tcfg) -> RepKD | None:
+    """The representation-KD term of a client, when the broadcast carries global representations."""
+    a = broadcast.arrays
+    reps = {m: a[f"repkd/{m}"] for m in MODALITIES if f"repkd/{m}" in a}
+    if not reps or "repkd/index" not in a or tcfg.rep_kd_weight <= 0:
+        return None
+    return RepKD(data.public_view(), a["repkd/index"], reps, tcfg.rep_kd_weight, tcfg.rep_kd_temperature,
+                 tcfg.kd_batch_size)
+
+
+# ---- server half ---------------------------------------------------------------------------------
+
+def global_representations(uploads: list) -> dict[str, np.ndarray]:
+    """{"image": [M, d], "text": [M, d]}: per public row, the median over the clients' vectors."""
+    out = {}
+    for m in MODALITIES:
+        stack = [u.arrays[f"public/{m}_reps"] for u in uploads if f"public/{m}_reps" in u.arrays]
+        if stack:
+            out[m] = np.median(np.stack(stack), axis=0).astype(np.float32)
+    return out

@@ -1,0 +1,71 @@
+"""Mechanisms' client and server halves on small hand-made inputs."""
+import numpy as np
+import pytest
+import torch
+
+from fedmm.federated.mechanisms.alignment import info_nce
+from fedmm.federated.mechanisms.balance import log_prior, logit_adjustment
+from fedmm.federated.mechanisms.contribution import cap_weights, client_weights, effective_clients
+from fedmm.federated.mechanisms.rep_kd import global_representations
+from fedmm.federated.messages import Message
+
+
+def _up(name, n, s, **meta):
+    return Message("upload", {}, {"client": name, "n_train": n, "val_score": s, **meta})
+
+
+def test_single_class_or_tiny_validation_buys_no_weight():
+    # d claims a perfect score on a one-class split; e a perfect score on 2 validation rows
+    ups = [_up("a", 100, 0.40, n_val=20, val_classes=6), _up("b", 100, 0.45, n_val=20, val_classes=6),
+           _up("c", 100, 0.50, n_val=20, val_classes=6), _up("d", 100, 1.00, n_val=20, val_classes=1),
+           _up("e", 100, 1.00, n_val=2, val_classes=2)]
+    w = client_weights(ups, "performance", tau=0.1, n_classes=7)
+    assert w.sum() == pytest.approx(1.0)
+    assert w[3] == pytest.approx(w[2], rel=1e-9)          # single class: exactly the median client's (c's) weight
+    assert w[2] < w[4] < 1.1 * w[2]                        # two rows: barely above the median
+    assert w[2] > w[1] > w[0]                              # real, confident differences still count
+
+
+def test_claims_are_bounded_and_weights_capped():
+    ups = [_up(str(i), 100, 0.5, n_val=20, val_classes=5) for i in range(9)] + [_up("liar", 10**6, 0.5)]
+    for weighting in ("performance", "samples"):
+        w = client_weights(ups, weighting, tau=0.1, n_classes=7)
+        assert w[-1] <= 3.0 / len(ups) + 1e-12 and w.sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(client_weights(ups, "uniform", 0.1), np.full(10, 0.1))
+
+
+def test_cap_weights_redistributes_and_effective_clients():
+    w = cap_weights(np.array([100.0, 1, 1, 1, 1]), cap=2.0)
+    assert w.max() == pytest.approx(0.4) and w.sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(w[1:], 0.15)
+    assert effective_clients(np.ones(4)) == pytest.approx(4.0)
+    assert effective_clients(np.array([1.0, 0, 0])) == pytest.approx(1.0)
+
+
+def test_logit_adjustment_is_tau_log_prior():
+    labels = torch.tensor([0, 0, 0, 1])
+    lp = log_prior(labels, 3)
+    np.testing.assert_allclose(lp.exp().numpy(), [4 / 7, 2 / 7, 1 / 7], rtol=1e-6)
+    np.testing.assert_allclose(logit_adjustment(labels, 3, 0.5).numpy(), 0.5 * lp.numpy())
+    assert logit_adjustment(labels, 3, 0.0) is None
+    assert logit_adjustment(torch.zeros(4, 3), 3, 1.0, multilabel=True) is None
+
+
+def test_info_nce_prefers_matching_pairs():
+    torch.manual_seed(0)
+    a = torch.randn(8, 16, dtype=torch.float64)
+    matched = info_nce(a, a + 0.01 * torch.randn_like(a), 0.1)
+    shuffled = info_nce(a, a[torch.randperm(8)], 0.1)
+    assert matched < 0.05 < shuffled
+    # by hand for 2 rows: logits = cos / T
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    expect = -torch.log_softmax(torch.eye(2, dtype=torch.float64) / 0.5, -1).diag().mean()
+    assert info_nce(x, x, 0.5).item() == pytest.approx(expect.item())
+
+
+def test_global_representations_are_the_median_per_row():
+    reps = [np.full((3, 2), v, np.float32) for v in (1.0, 2.0, 100.0)]
+    ups = [Message("upload", {"public/image_reps": r}, {}) for r in reps]
+    out = global_representations(ups + [Message("upload", {}, {})])
+    assert set(out) == {"image"}
+    np.testing.assert_array_equal(out["image"], np.full((3, 2), 2.0))
