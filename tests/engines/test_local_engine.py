@@ -108,3 +108,21 @@ def test_resolve_transport_keeps_a_resumed_runs_transport(tmp_path):
         resolve_transport("grpc", tmp_path, False, "fedmm")
     with pytest.raises(ValueError, match="centralized baseline"):
         resolve_transport("files", tmp_path, False, "centralized")
+
+
+def test_batchnorm_statistics_pass_after_the_last_round(cache, tmp_path):
+    """fed.bn=recompute: after the last round the global running statistics are replaced by the
+    clients' pooled statistics of the global weights; the weights themselves are untouched."""
+    from fedmm.federated.params import param_group
+    from fedmm.io import load_arrays, read_json
+
+    run_simulation(_cfg(cache, tmp_path, "bn", "fed.rounds=1", "fed.bn=recompute", "workers=1"), tmp_path / "bn")
+    run_simulation(_cfg(cache, tmp_path, "plain", "fed.rounds=1", "workers=1"), tmp_path / "plain")
+    assert read_json(tmp_path / "bn" / "checkpoints" / "latest.json")["bn_stats"] is True
+    a = load_arrays(tmp_path / "bn" / "checkpoints" / "server_round_0001.safetensors")
+    b = load_arrays(tmp_path / "plain" / "checkpoints" / "server_round_0001.safetensors")
+    assert set(a) == set(b)
+    stats = [k for k in a if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(param_group(k[len("shared/"):]) == "image_encoder" for k in stats)
+    assert all(not np.array_equal(a[k], b[k]) for k in stats)
+    assert all(np.array_equal(a[k], b[k]) for k in a if k not in stats)
