@@ -6,19 +6,10 @@ import numpy as np
 from fedmm.engines.workers import WorkerPool
 from fedmm.federated.client import ClientStore, build_model, client_init_seed
 from fedmm.federated.params import load_shared
-from fedmm.federated.train import predict, view_rows
+from fedmm.federated.train import client_views, own_view, predict, view_rows
 from fedmm.metrics import classification_metrics, mean_metrics
 
 SCENARIOS = ("full", "image_only", "text_only")
-
-
-def client_views(modality: str) -> tuple[str, ...]:
-    """Test scenarios a client can be evaluated on with the encoders it trained."""
-    return {"image_only": ("image_only",), "text_only": ("text_only",)}.get(modality, SCENARIOS)
-
-
-def own_view(modality: str) -> str:
-    return {"image_only": "image_only", "text_only": "text_only"}.get(modality, "full")
 
 
 def client_test_metrics(data_index: int, modality: str, cfg, strategy, fed_facts: tuple, shared: dict | None,

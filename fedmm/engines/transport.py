@@ -20,6 +20,7 @@ import numpy as np
 from fedmm.engines.workers import WorkerPool
 from fedmm.federated.client import ClientStore, client_round
 from fedmm.federated.messages import Message, MessageError, check_arrays
+from fedmm.federated.train import VIEWS as MODALITY_VIEWS
 from fedmm.io import read_json, write_json
 
 MODALITIES = ("image_only", "text_only", "multimodal", "mixed")
@@ -73,7 +74,7 @@ class FederationInfo:
         return info
 
 
-VIEWS = ("full", "image_only", "text_only")
+VIEWS = tuple(MODALITY_VIEWS)
 
 
 def upload_spec(shared_shapes: dict[str, tuple], d: int, n_classes: int) -> dict[str, tuple]:

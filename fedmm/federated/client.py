@@ -12,7 +12,7 @@ from fedmm.federated.messages import Message
 from fedmm.federated.strategies import Strategy
 from fedmm.federated.summary import summarize_vectors
 from fedmm.federated.mechanisms import alignment, balance, bn_stats, logit_kd, prox, rep_kd
-from fedmm.federated.train import TrainResult, predict, train_local, view_rows
+from fedmm.federated.train import TrainResult, client_views, own_view, predict, train_local, view_rows
 from fedmm.io import load_arrays, save_arrays
 from fedmm.metrics import classification_metrics
 from fedmm.federated.params import load_shared, shared_state, trainable_groups
@@ -103,7 +103,7 @@ def validation_scores(model: FedMMModel, data: ClientData, gv, device, batch_siz
     """Validation macro-F1 of the client's model on each view its modalities allow."""
     if not len(data.val):
         return {}
-    views = logit_kd.client_views(data.modality)
+    views = client_views(data.modality)
     logits = predict(model, data.val, device, gv, views, batch_size=batch_size)
     labels = data.val.labels.numpy()
     return {v: classification_metrics(logits[v], labels[view_rows(data.val, v)], data.classes,
@@ -204,13 +204,13 @@ def client_round(data: ClientData, broadcast: Message, cfg, strategy: Strategy, 
                 arrays.update({f"summary/{mod}_{k}": v for k, v in summ.items()})
     pub_idx = broadcast.arrays.get("public/index")
     if pub_idx is not None and strategy.kd:
-        arrays.update(logit_kd.public_logits(model, data.public_view(), pub_idx, logit_kd.client_views(data.modality),
+        arrays.update(logit_kd.public_logits(model, data.public_view(), pub_idx, client_views(data.modality),
                                              gv, device, cfg.train.eval_batch_size))
     if pub_idx is not None and strategy.rep_kd:
         arrays.update(rep_kd.public_representations(model, data.public_view(), pub_idx, device,
                                                     cfg.train.eval_batch_size))
     store.save(model, r)
-    own = logit_kd.own_view(data.modality)
+    own = own_view(data.modality)
     val_classes = int(len(np.unique(data.val.labels.numpy(), axis=0))) if len(data.val) else 0
     meta = {"client": data.name, "round": r, "n_train": len(data.train), "val_score": float(scores.get(own, 0.0)),
             "val_scores": {k: float(v) for k, v in scores.items()}, "n_val": len(data.val),

@@ -111,20 +111,26 @@ def pair_centers(ci, hi, ct, ht, alpha: float, beta: float, mode: str, seed: int
     return rows.astype(np.int64), cols.astype(np.int64)
 
 
-def calibrate(head: SharedHead, gv: GlobalVectors, steps: int, lr: float) -> np.ndarray:
+def calibrate(head: SharedHead, gv: GlobalVectors, steps: int, lr: float, balanced: bool = False) -> np.ndarray:
     """Server step 4: fuse each center pair (Lq = Lk = 1) into prototypes R [P, 2d] and fit
-    fusion + classifier a few steps on (pair, mean of the pair's label histograms)."""
+    fusion + classifier a few steps on (pair, mean of the pair's label histograms).
+
+    ``balanced`` (with the clients' logit adjustment): the loss sees ``logits + log prior``
+    (prior = the federation's label histogram), so calibration keeps the raw logits
+    class-balanced instead of pulling them back toward the frequent classes."""
     ci = torch.from_numpy(gv.img_centers[gv.pair_img])[:, None]  # [P, 1, d]
     ct = torch.from_numpy(gv.txt_centers[gv.pair_txt])[:, None]  # [P, 1, d]
     mask = torch.ones(ci.shape[0], 1, dtype=torch.bool)
     target = gv.hist_img[gv.pair_img] / np.maximum(gv.hist_img[gv.pair_img].sum(1, keepdims=True), 1e-12)
     target = target + gv.hist_txt[gv.pair_txt] / np.maximum(gv.hist_txt[gv.pair_txt].sum(1, keepdims=True), 1e-12)
     target = torch.from_numpy(target / 2).float()  # [P, C]
+    totals = gv.hist_img.sum(0) + gv.hist_txt.sum(0) + 1.0  # [C] add-one smoothed
+    adjust = torch.from_numpy(np.log(totals / totals.sum())).float() if balanced else torch.zeros(target.shape[1])
     params = list(head.fusion.parameters()) + list(head.classifier.parameters())
     opt = torch.optim.Adam(params, lr=lr)
     head.train()
     for _ in range(steps):
-        logits = head.classifier(head.fuse(ci, mask, ct, mask))  # [P, C]
+        logits = head.classifier(head.fuse(ci, mask, ct, mask)) + adjust  # [P, C]
         loss = -(target * torch.log_softmax(logits, -1)).sum(-1).mean()
         opt.zero_grad()
         loss.backward()
@@ -135,16 +141,19 @@ def calibrate(head: SharedHead, gv: GlobalVectors, steps: int, lr: float) -> np.
 
 
 def run_clustering_and_fusion(uploads: list[Message], head: SharedHead, fcfg, n_classes: int,
-                              seed: int) -> GlobalVectors | None:
+                              seed: int, balanced: bool = False) -> GlobalVectors | None:
     """Server steps 2-4 on ``head`` (already holding the aggregated weights; calibrated in place)."""
     gi = _global_centers(uploads, "image", fcfg.n_centers, seed, n_classes)
     gt = _global_centers(uploads, "text", fcfg.n_centers, seed + 1, n_classes)
     if gi is None or gt is None:
         return None
     (ci, hi), (ct, ht) = gi, gt
-    pi, pt = pair_centers(ci, hi, ct, ht, fcfg.pair_alpha, fcfg.pair_beta, fcfg.pairing, seed)
+    with torch.no_grad():  # compare image and text centers in the alignment space
+        pci = head.project(torch.from_numpy(ci), "image").numpy()
+        pct = head.project(torch.from_numpy(ct), "text").numpy()
+    pi, pt = pair_centers(pci, hi, pct, ht, fcfg.pair_alpha, fcfg.pair_beta, fcfg.pairing, seed)
     gv = GlobalVectors(ci, ct, pi, pt, hi, ht, np.zeros((len(pi), 2 * head.d), np.float32))
-    gv.prototypes = calibrate(head, gv, fcfg.calib_steps, fcfg.calib_lr)
+    gv.prototypes = calibrate(head, gv, fcfg.calib_steps, fcfg.calib_lr, balanced)
     return gv
 
 
@@ -167,7 +176,7 @@ def server_round(state: ServerState, uploads: list[Message], strategy: Strategy,
                               if param_group(k) not in ENCODER_GROUPS})
         with torch.random.fork_rng(devices=[]):  # calibration uses dropout: make it a function of the round
             torch.manual_seed(seed * 7919 + r)
-            gv = run_clustering_and_fusion(uploads, head, f, n_classes, seed * 7919 + r)
+            gv = run_clustering_and_fusion(uploads, head, f, n_classes, seed * 7919 + r, strategy.balance)
         if gv is not None:
             shared = {**shared, **{k: v.detach().numpy().copy() for k, v in head.state_dict().items()}}
     new = ServerState(r + 1, shared, gv)

@@ -84,6 +84,16 @@ def train_local(model: FedMMModel, train: EncodedSplit, tcfg, *, generator: torc
 VIEWS = {"full": (True, True), "image_only": (True, False), "text_only": (False, True)}
 
 
+def client_views(modality: str) -> tuple[str, ...]:
+    """Modality views a client's model can run with the encoders it trained."""
+    return {"image_only": ("image_only",), "text_only": ("text_only",)}.get(modality, tuple(VIEWS))
+
+
+def own_view(modality: str) -> str:
+    """The view a client of this type deploys (and learns from, as a distillation student)."""
+    return {"image_only": "image_only", "text_only": "text_only"}.get(modality, "full")
+
+
 @torch.no_grad()
 def predict(model: FedMMModel, split: EncodedSplit, device, gv: GlobalVectors | None = None,
             views=("full",), batch_size: int = 256) -> dict[str, np.ndarray]:

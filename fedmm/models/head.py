@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from fedmm.ops import gated_cross_attention
 
-GROUPS = ("image_adapter", "text_adapter", "missing_image", "missing_text", "fusion", "classifier")
+GROUPS = ("image_adapter", "text_adapter", "missing_image", "missing_text", "fusion", "classifier", "align")
 
 
 def masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -78,6 +78,13 @@ class SharedHead(nn.Module):
         self.fusion = nn.ModuleDict({"i2t": GatedCrossAttention(d, heads, attention_backend),
                                      "t2i": GatedCrossAttention(d, heads, attention_backend)})
         self.classifier = FusionClassifier(d, n_classes)
+        # projection heads of the cross-modal alignment (CLIP-style): image and report are pulled
+        # together in this space, so the adapters keep what only one modality knows
+        self.align = nn.ModuleDict({"image": nn.Linear(d, d), "text": nn.Linear(d, d)})
+
+    def project(self, pooled: torch.Tensor, modality: str) -> torch.Tensor:
+        """Pooled adapter vectors [B, d] -> the shared alignment space [B, d]."""
+        return self.align[modality](pooled)
 
     def fuse(self, img_seq, img_mask, txt_seq, txt_mask) -> torch.Tensor:
         """Integrated representation R [B, 2d] from image [B, Li, d] and text [B, Lt, d] tokens."""

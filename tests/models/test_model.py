@@ -86,7 +86,7 @@ def test_concat_fusion_and_parameter_groups():
     model = _model(fusion="concat")
     assert model(_batch(), None).logits.shape == (6, C)
     groups = {param_group(k) for k in model.head.state_dict()}
-    assert groups == {"image_adapter", "text_adapter", "missing_image", "missing_text", "fusion", "classifier"}
+    assert groups == {"image_adapter", "text_adapter", "missing_image", "missing_text", "fusion", "classifier", "align"}
     assert param_group("image_encoder.features.0.0.weight") == "image_encoder"
     with pytest.raises(KeyError):
         param_group("features.0.0.weight")

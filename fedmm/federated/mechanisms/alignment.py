@@ -5,7 +5,11 @@ Surrogate tokens are looked up from the present modality's pooled vector in the 
 modality's space (:func:`fedmm.models.surrogate.surrogate_tokens`); without an
 objective that puts a report and its image near each other that lookup is arbitrary.
 The term is computed on every row of a batch that holds both modalities (before
-modality dropout hides one from the head).
+modality dropout hides one from the head), in the head's alignment space
+(``SharedHead.project``, one linear map per modality, CLIP-style): pulling the pooled
+vectors themselves together would erase what only one modality knows (pneumonia and
+atelectasis have the same image and differ only in the report). The server pairs
+image and text centers by their cosine in that space.
 """
 from __future__ import annotations
 
@@ -34,4 +38,5 @@ class AlignmentTerm:
             return None
         img = out.enc.image[both].mean(1)  # [N, d] every image token is valid
         txt = masked_mean(out.enc.text[both], out.enc.text_mask[both])  # [N, d]
-        return self.weight * info_nce(img, txt, self.temperature)
+        head = model.head
+        return self.weight * info_nce(head.project(img, "image"), head.project(txt, "text"), self.temperature)

@@ -16,19 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fedmm.federated.train import kd_loss, make_batch, predict_rows
-
-VIEWS = ("full", "image_only", "text_only")
-
-
-def client_views(modality: str) -> tuple[str, ...]:
-    """Modality views a client's model can be scored (and teach) on."""
-    return {"image_only": ("image_only",), "text_only": ("text_only",)}.get(modality, VIEWS)
-
-
-def own_view(modality: str) -> str:
-    """The view a client of this type deploys (and is a student on)."""
-    return {"image_only": "image_only", "text_only": "text_only"}.get(modality, "full")
+from fedmm.federated.train import VIEWS, kd_loss, make_batch, own_view, predict_rows
 
 
 # ---- client half ---------------------------------------------------------------------------------

@@ -4,8 +4,9 @@ Client half: every client returns the pooled adapter vectors of this round's pub
 rows for each modality it has (``public/image_reps``, ``public/text_reps``, [M, d]).
 Next round it pulls its own public representations toward the global ones with a
 contrastive term: its image vector of public sample j should be closer to the global
-image *and* text vectors of j than to those of the other samples in the batch
-(intra- and inter-modal), and likewise for text. This is how knowledge reaches
+image vector of j than to those of the other samples in the batch (intra-modal), and,
+in the head's alignment space (``SharedHead.project``), closer to the global *text*
+vector of j (inter-modal); likewise for text. This is how knowledge reaches
 clients whose encoders never leave the site (``fed.encoders = local``), and how an
 image-only client learns the text side's geometry.
 
@@ -71,7 +72,11 @@ class RepKD:
         for m, (vec, has) in own.items():
             if not bool(has.all()):
                 continue
-            loss += [_nce(vec, g, self.temperature) for g in glob.values()]
+            for gm, g in glob.items():
+                if gm == m:   # intra-modal, in the adapter space
+                    loss.append(_nce(vec, g, self.temperature))
+                else:         # inter-modal, in the alignment space
+                    loss.append(_nce(model.head.project(vec, m), model.head.project(g, gm), self.temperature))
         return self.weight * torch.stack(loss).mean() if loss else None
 
 
