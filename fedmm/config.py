@@ -44,6 +44,7 @@ class TrainConfig:
     logit_adjust_tau: float = 1.0      # fed.balance: task loss on logits + tau * log(own label prior)
     align_weight: float = 0.1          # fed.align: weight of the image-text InfoNCE term
     align_temperature: float = 0.1
+    views_weight: float = 0.5          # fed.missing_views: weight of each hidden-modality view's CE
     rep_kd_weight: float = 0.1         # fed.rep_kd: weight of the pull toward global public representations
     rep_kd_temperature: float = 0.1
     prox_mu: float = 0.01              # fedprox only
@@ -67,6 +68,7 @@ class FedConfig:
     rep_kd: bool = True                # representation-level KD on the public set
     align: bool = True                 # cross-modal InfoNCE alignment of paired samples
     balance: bool = True               # logit-adjusted loss (each client's own label prior)
+    missing_views: bool = True         # paired rows also trained with the image / the report hidden
     prototypes: bool = True
     pairing: str = "hungarian"         # hungarian | random
     kd_threshold: float = -1.0         # < 0: median of the validation scores

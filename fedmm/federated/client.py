@@ -11,7 +11,7 @@ from fedmm.data.encode import EncodedSplit
 from fedmm.federated.messages import Message
 from fedmm.federated.strategies import Strategy
 from fedmm.federated.summary import summarize_vectors
-from fedmm.federated.mechanisms import alignment, balance, bn_stats, logit_kd, prox, rep_kd
+from fedmm.federated.mechanisms import alignment, balance, bn_stats, logit_kd, missing_views, prox, rep_kd
 from fedmm.federated.train import TrainResult, client_views, own_view, predict, train_local, view_rows
 from fedmm.io import load_arrays, save_arrays
 from fedmm.metrics import classification_metrics
@@ -85,9 +85,11 @@ def load_model_state(model: FedMMModel, arrays: dict[str, np.ndarray], prefix: s
 
 
 def training_terms(model: FedMMModel, data: ClientData, broadcast: Message, strategy: Strategy, cfg,
-                   groups: dict[str, str]) -> list:
+                   groups: dict[str, str], adjust: torch.Tensor | None = None) -> list:
     """The loss terms of the mechanisms this strategy enables (each in fedmm.federated.mechanisms)."""
     terms = []
+    if strategy.missing_views and cfg.train.views_weight > 0:
+        terms.append(missing_views.MissingViewsTerm(cfg.train.views_weight, adjust, data.multilabel))
     if strategy.kd and (kd := logit_kd.student_term(broadcast, data, cfg.train)) is not None:
         terms.append(kd)
     if strategy.rep_kd and (rk := rep_kd.client_term(broadcast, data, cfg.train)) is not None:
@@ -118,9 +120,9 @@ def run_client_training(model: FedMMModel, data: ClientData, broadcast: Message,
         load_shared(model, broadcast.arrays)
     gv = GlobalVectors.from_arrays(broadcast.arrays) if strategy.prototypes else None
     groups = trainable_groups(model, strategy.spec)
-    terms = training_terms(model, data, broadcast, strategy, cfg, groups)
     adjust = balance.logit_adjustment(data.train.labels, len(data.classes), cfg.train.logit_adjust_tau,
                                       data.multilabel) if strategy.balance else None
+    terms = training_terms(model, data, broadcast, strategy, cfg, groups, adjust)
     dropout = strategy.modality_dropout if data.modality in ("multimodal", "mixed") else 0.0
     result = train_local(model, data.train, cfg.train, generator=generator, device=device, multilabel=data.multilabel,
                          gv=gv, modality_dropout=dropout, terms=terms, groups=groups, logit_adjust=adjust)

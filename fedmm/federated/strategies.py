@@ -20,6 +20,7 @@ class Strategy:
     rep_kd: bool = False   # representation-level KD on the public set
     align: bool = False    # cross-modal alignment term
     balance: bool = False  # logit-adjusted task loss
+    missing_views: bool = False  # image-only and text-only views of paired rows as extra objectives
     spec: ShareSpec = field(default_factory=ShareSpec)   # which tensors are federated
 
 
@@ -37,7 +38,7 @@ def strategy_from_config(cfg) -> Strategy:
     base_dropout = dropout if f.baseline_dropout else 0.0
     if name == "fedmm":
         return Strategy(name, True, f.kd, f.prototypes, dropout, f.weighting, rep_kd=f.rep_kd, align=f.align,
-                        balance=f.balance, spec=spec)
+                        balance=f.balance, missing_views=f.missing_views, spec=spec)
     if name in ("fedavg", "centralized"):
         return Strategy(name, True, False, False, base_dropout, "samples", spec=spec)
     if name == "fedprox":

@@ -69,3 +69,27 @@ def test_global_representations_are_the_median_per_row():
     out = global_representations(ups + [Message("upload", {}, {})])
     assert set(out) == {"image"}
     np.testing.assert_array_equal(out["image"], np.full((3, 2), 2.0))
+
+
+def test_missing_views_term_is_the_cross_entropy_of_both_hidden_views():
+    import torch.nn.functional as F
+
+    from fedmm.federated.mechanisms.missing_views import MissingViewsTerm
+    from fedmm.models.model import FedMMModel, ModelConfig
+    torch.manual_seed(0)
+    model = FedMMModel(ModelConfig(d=16, heads=2), vocab_size=50, n_classes=3, max_len=8).eval()
+    n = 5
+    batch = {"images": torch.randint(0, 255, (n, 1, 32, 32), dtype=torch.uint8),
+             "input_ids": torch.randint(1, 50, (n, 8)), "attention_mask": torch.ones(n, 8, dtype=torch.bool),
+             "has_image": torch.tensor([1, 1, 1, 0, 1], dtype=torch.bool),
+             "has_text": torch.tensor([1, 1, 0, 1, 1], dtype=torch.bool), "labels": torch.tensor([0, 1, 2, 0, 1])}
+    out = model(batch)
+    both = torch.tensor([True, True, False, False, True])
+    none = torch.zeros(n, dtype=torch.bool)
+    adjust = torch.tensor([0.5, -0.2, 0.1])
+    expect = sum(F.cross_entropy(model.classify(out.enc, hi, ht).logits[both] + adjust, batch["labels"][both])
+                 for hi, ht in ((both, none), (none, both)))
+    got = MissingViewsTerm(0.5, adjust)(model, batch, out, None, None)
+    assert got.item() == pytest.approx(0.5 * expect.item(), rel=1e-6)
+    unpaired = {**batch, "has_text": torch.zeros(n, dtype=torch.bool)}
+    assert MissingViewsTerm(0.5)(model, unpaired, model(unpaired), None, None) is None

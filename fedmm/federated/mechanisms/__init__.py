@@ -6,6 +6,7 @@
 | :mod:`.alignment` | symmetric InfoNCE between paired image and text vectors | — |
 | :mod:`.logit_kd` | public-set logits per modality view; KD term for students | teachers and soft labels per view |
 | :mod:`.rep_kd` | public-set representations; pull toward the global ones | robust mean of the representations |
+| :mod:`.missing_views` | paired rows also classified with one modality hidden | — |
 | :mod:`.prox` | proximal term toward the broadcast weights | — |
 | :mod:`.contribution` | — | contribution weights of the uploads |
 
