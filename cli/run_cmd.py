@@ -144,3 +144,13 @@ def sweep(
             cells.append(f"{v[0]:.3f} ± {v[1]:.3f}" if v else "-")
         table.add_row(strat, *cells)
     console.print(table)
+    classes = sorted({c for res in results.values() for c in res.get("per_class_recall", {})})
+    if classes:
+        recall = Table(title="per-class recall (test full), mean +- std")
+        recall.add_column("strategy")
+        for c in classes:
+            recall.add_column(c)
+        for strat, res in results.items():
+            got = res.get("per_class_recall", {})
+            recall.add_row(strat, *[f"{got[c][0]:.2f} ± {got[c][1]:.2f}" if c in got else "-" for c in classes])
+        console.print(recall)

@@ -57,14 +57,15 @@ class FedConfig:
     rounds: int = 5
     min_clients: int = 1               # a round fails unless at least this many valid uploads arrive
     encoders: str = "shared"           # shared (federated per modality) | local (never leave the site)
-    bn: str = "shared"                 # BatchNorm of shared encoders: shared (averaged) | local (FedBN)
+    bn: str = "recompute"              # BatchNorm of shared encoders: recompute (averaged + statistics pass
+                                       # after the last round) | shared (averaged) | local (FedBN)
     baseline_dropout: bool = False     # fedavg/fedprox/local train with model.modality_dropout too
     weighting: str = "performance"     # performance | samples | uniform
     tau: float = 0.1                   # performance weighting temperature
     aggregation: str = "mean"          # mean | median | trimmed_mean | krum
     trim: float = 0.1
     n_byzantine: int = 0
-    kd: bool = True                    # modality-aware logit KD on the public set
+    kd: bool = False                   # modality-aware logit KD on the public set
     rep_kd: bool = True                # representation-level KD on the public set
     align: bool = True                 # cross-modal InfoNCE alignment of paired samples
     balance: bool = True               # logit-adjusted loss (each client's own label prior)

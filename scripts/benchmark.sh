@@ -1,14 +1,35 @@
 #!/usr/bin/env bash
-# The README's results: every strategy x 3 seeds on the default config, plus the synthcxr
-# complementarity study (centralized on images only / reports only). Finished runs are reused,
-# so the script can be re-run after an interruption. Runs go one after another: each one
-# already spreads its clients over every core (one worker process per core).
+# The README's results, one sweep after another (each run already spreads its clients over
+# every core). Finished runs are reused, so the script can be re-run after an interruption.
+#   bash scripts/benchmark.sh            main table (shared encoders) + strict mode + fedavg control
+#   bash scripts/benchmark.sh ablations  fedmm with one mechanism switched off, 3 seeds each
+#   bash scripts/benchmark.sh shift      label skew (Dirichlet 0.3) and a federation with more uni-modal sites
+#   bash scripts/benchmark.sh complementarity   centralized on images only / reports only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FEDMM=.venv/bin/fedmm
-for s in 0 1 2; do
-  $FEDMM sweep --strategies fedmm,fedavg,local,centralized,fedprox --seeds $s --out runs/bench
-  $FEDMM sweep --strategies centralized --seeds $s --out runs/bench-image-only -c data.modalities=image
-  $FEDMM sweep --strategies centralized --seeds $s --out runs/bench-text-only -c data.modalities=text
-done
-$FEDMM sweep --strategies fedmm,fedavg,fedprox,local,centralized --seeds 0,1,2 --out runs/bench  # table
+SEEDS=${SEEDS:-0,1,2}
+what=${1:-main}
+case "$what" in
+  main)
+    $FEDMM sweep --strategies fedmm,fedavg,fedprox,local,centralized --seeds "$SEEDS" --out runs/bench
+    $FEDMM sweep --strategies fedmm,fedavg,fedprox --seeds "$SEEDS" --out runs/bench-strict -c fed.encoders=local
+    $FEDMM sweep --strategies fedavg --seeds "$SEEDS" --out runs/bench-fedavg-dropout -c fed.baseline_dropout=true
+    ;;
+  ablations)
+    for switch in fed.missing_views=false fed.prototypes=false fed.calib_steps=20 fed.kd=true fed.rep_kd=false \
+                  fed.align=false fed.balance=false fed.bn=shared fed.bn=local fed.weighting=samples; do
+      $FEDMM sweep --strategies fedmm --seeds "$SEEDS" --out "runs/ablation-${switch//[.=]/-}" -c "$switch"
+    done
+    ;;
+  shift)
+    $FEDMM sweep --strategies fedmm,fedavg,local --seeds "$SEEDS" --out runs/shift-dirichlet0.3 -c data.dirichlet_alpha=0.3
+    $FEDMM sweep --strategies fedmm,fedavg,local --seeds "$SEEDS" --out runs/shift-unimodal8 \
+      -c data.n_image_only=8 -c data.n_text_only=8
+    ;;
+  complementarity)
+    $FEDMM sweep --strategies centralized --seeds "$SEEDS" --out runs/bench-image-only -c data.modalities=image
+    $FEDMM sweep --strategies centralized --seeds "$SEEDS" --out runs/bench-text-only -c data.modalities=text
+    ;;
+  *) echo "usage: $0 [main|ablations|shift|complementarity]" >&2; exit 2 ;;
+esac

@@ -192,17 +192,27 @@ def aggregate(root: Path, reporter=None, min_clients: int | None = None) -> tupl
     state, wall = ctx.start(resume=True, announce=False)   # also drops metric rows of an unfinished aggregation
     shared = shared_dir(root)
     if not (shared / "latest.json").exists() or read_json(shared / "latest.json").get("round") != state.round:
-        publish_state(shared, state.broadcast({"strategy": ctx.strategy.name}))   # an earlier run stopped in between
+        publish_state(shared, ctx.next_broadcast(state))   # an earlier run stopped in between
         ctx.reporter.message(f"published the global state after round {state.round} again")
+    if ctx.needs_statistics(state):   # after the last round: pool the clients' BatchNorm statistics
+        uploads, problems = read_uploads(uploads_dir(root, state.round), ctx, state.round, None)
+        for line in problems:
+            ctx.reporter.message(f"left out of the statistics pass: {line}")
+        if not uploads:
+            raise RoundFailed("statistics pass: no valid upload yet (each client runs 'fedmm client train' once "
+                              "more after the last round)")
+        state = ctx.finish_statistics(state, uploads, wall + time.time() - t0)
+        publish_state(shared, ctx.next_broadcast(state))
+        return state, {"n_uploads": len(uploads), "statistics": True}, problems
     if state.round >= ctx.cfg.fed.rounds:
         raise RoundFailed(f"all {ctx.cfg.fed.rounds} rounds are done (raise fed.rounds in {ctx.run_dir}/config.toml "
                           "to continue)")
-    broadcast = state.broadcast({"strategy": ctx.strategy.name})
+    broadcast = ctx.next_broadcast(state)
     uploads, problems = read_uploads(uploads_dir(root, state.round), ctx, state.round, n_requested_logits(broadcast))
     for line in problems:
         ctx.reporter.message(f"left out of round {state.round + 1}: {line}")
     state, info = ctx.finish_round(state, uploads, wall + time.time() - t0)
-    publish_state(shared, state.broadcast({"strategy": ctx.strategy.name}))
+    publish_state(shared, ctx.next_broadcast(state))
     return state, info, problems
 
 

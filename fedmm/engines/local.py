@@ -125,6 +125,13 @@ class ServerContext:
         latest = self.ckpt_dir / "latest.json"
         return state.round >= self.cfg.fed.rounds and not (latest.exists() and read_json(latest).get("bn_stats"))
 
+    def next_broadcast(self, state: ServerState) -> Message:
+        """What the clients get next: the global state, with the statistics task once it is due."""
+        meta = {"strategy": self.strategy.name}
+        if self.needs_statistics(state):
+            meta["task"] = bn_stats.TASK
+        return state.broadcast(meta)
+
     def finish_statistics(self, state: ServerState, uploads: list[Message], wall: float) -> ServerState:
         """Pool the clients' BatchNorm statistics into the global state (same round) and checkpoint it."""
         pooled = {k: v for k, v in bn_stats.pooled_statistics(uploads).items() if k in state.shared}
@@ -172,11 +179,10 @@ def run_rounds(ctx: ServerContext, transport, resume: bool = False) -> ServerSta
     t0 = time.time()
     for r in range(state.round, ctx.cfg.fed.rounds):
         ctx.reporter.start_round(r, ctx.cfg.fed.rounds, len(ctx.info.clients))
-        uploads = transport.exchange(state.broadcast({"strategy": ctx.strategy.name}), r)
+        uploads = transport.exchange(ctx.next_broadcast(state), r)
         state, _ = ctx.finish_round(state, uploads, wall_before + time.time() - t0)
     if ctx.needs_statistics(state):
-        uploads = transport.exchange(state.broadcast({"strategy": ctx.strategy.name, "task": bn_stats.TASK}),
-                                     state.round)
+        uploads = transport.exchange(ctx.next_broadcast(state), state.round)
         state = ctx.finish_statistics(state, uploads, wall_before + time.time() - t0)
     return state
 

@@ -109,6 +109,13 @@ def test_three_step_workflow_with_dropout_and_bad_uploads(client_root, tmp_path_
     # client_1 missed round 1's aggregation but trained round 0: it continues from its own state
     _cli("client", "train", "--client-dir", str(root / "client_1"))
     assert "round 2 aggregated: 3 uploads" in _cli("server", "aggregate", "--root", str(root), "--min-clients", "2")
+    # fed.bn = recompute: one statistics pass after the last round (clients train nothing)
+    pending = runner.invoke(app, ["server", "aggregate", "--root", str(root)])
+    assert pending.exit_code == 1 and "statistics pass: no valid upload yet" in pending.output
+    before = {p: p.read_bytes() for p in (root / "client_3" / "state").iterdir()}
+    _cli("clients", "train-all", "--root", str(root))
+    assert {p: p.read_bytes() for p in (root / "client_3" / "state").iterdir()} == before
+    assert "BatchNorm statistics of" in _cli("server", "aggregate", "--root", str(root), "--min-clients", "2")
     done = runner.invoke(app, ["server", "aggregate", "--root", str(root)])
     assert done.exit_code == 1 and "all 2 rounds are done" in done.output
 
