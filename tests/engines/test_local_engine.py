@@ -117,7 +117,7 @@ def test_batchnorm_statistics_pass_after_the_last_round(cache, tmp_path):
     from fedmm.io import load_arrays, read_json
 
     run_simulation(_cfg(cache, tmp_path, "bn", "fed.rounds=1", "fed.bn=recompute", "workers=1"), tmp_path / "bn")
-    run_simulation(_cfg(cache, tmp_path, "plain", "fed.rounds=1", "workers=1"), tmp_path / "plain")
+    run_simulation(_cfg(cache, tmp_path, "plain", "fed.rounds=1", "fed.bn=shared", "workers=1"), tmp_path / "plain")
     assert read_json(tmp_path / "bn" / "checkpoints" / "latest.json")["bn_stats"] is True
     a = load_arrays(tmp_path / "bn" / "checkpoints" / "server_round_0001.safetensors")
     b = load_arrays(tmp_path / "plain" / "checkpoints" / "server_round_0001.safetensors")
