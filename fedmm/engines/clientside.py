@@ -2,9 +2,9 @@
 
 ``CLIENT_DIR`` (one hospital, e.g. ``CLIENT_ROOT/client_3``) holds ``train/`` and
 ``val/`` (dataset folders), ``state/round_XXXX.safetensors`` (its own model after each
-round it trained; encoders never leave) and ``best_model.safetensors`` + ``.json``
-(the deployed model: its encoders + the latest global shared part, written by the
-update step). ``SHARED_DIR`` (``CLIENT_ROOT/server/global_vectors/``, distributed by
+round it trained, including what it does not federate) and ``best_model.safetensors``
++ ``.json`` (the deployed model: its own model with every federated tensor replaced by
+the latest global one, written by the update step). ``SHARED_DIR`` (``CLIENT_ROOT/server/global_vectors/``, distributed by
 the coordinator) holds ``federation.json``, ``config.toml``, the public set
 (``public/``), the tokenizer (``tokenizer/``) and, for the file exchange, the
 published global state. The steps read nothing else.

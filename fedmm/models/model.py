@@ -1,4 +1,4 @@
-"""The client model: local encoders + the federated SharedHead, with missing-modality handling."""
+"""The client model: image and text encoders + the SharedHead, with missing-modality handling."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -46,7 +46,8 @@ class Forward:
 
 
 class FedMMModel(nn.Module):
-    """Image + text classifier; ``encoders`` stay at the client, ``head`` is federated."""
+    """Image + text classifier: encoders + :class:`SharedHead`; what of it is federated is
+    decided by :mod:`fedmm.federated.params` (``fed.encoders``, ``fed.bn``)."""
 
     def __init__(self, cfg: ModelConfig, vocab_size: int, n_classes: int, max_len: int = 64) -> None:
         super().__init__()
