@@ -12,7 +12,7 @@ from fedmm.cli.run_cmd import run, sweep
 from fedmm.cli.server_cmd import app as server_app
 
 app = typer.Typer(help="fedmm: federated multimodal (image + text) learning with missing modalities.",
-                  no_args_is_help=True, add_completion=False)
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
 app.command("run")(run)
 app.command("sweep")(sweep)
 

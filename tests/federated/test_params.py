@@ -42,21 +42,21 @@ def test_shared_state_round_trips_into_another_model():
 
 
 def test_a_text_only_client_trains_no_image_encoder():
-    from fedmm.federated.params import trainable_groups
     from types import SimpleNamespace
+
+    from fedmm.federated.params import trainable_groups
     model = _model()
     n = 8
-    split = SimpleNamespace(images=torch.zeros(n, 1, 32, 32, dtype=torch.uint8),
-                            input_ids=torch.randint(1, 50, (n, 8)), attention_mask=torch.ones(n, 8, dtype=torch.bool),
-                            has_image=torch.zeros(n, dtype=torch.bool), has_text=torch.ones(n, dtype=torch.bool),
-                            labels=torch.randint(0, 3, (n,)))
-    split.__len__ = lambda: n
-    tcfg = SimpleNamespace(local_epochs=1, batch_size=4, lr=1e-3, weight_decay=0.0)
 
     class Split(SimpleNamespace):
         def __len__(self):
             return n
-    res = train_local(model, Split(**vars(split)), tcfg, generator=torch.Generator().manual_seed(0), device="cpu",
+    split = Split(images=torch.zeros(n, 1, 32, 32, dtype=torch.uint8),
+                  input_ids=torch.randint(1, 50, (n, 8)), attention_mask=torch.ones(n, 8, dtype=torch.bool),
+                  has_image=torch.zeros(n, dtype=torch.bool), has_text=torch.ones(n, dtype=torch.bool),
+                  labels=torch.randint(0, 3, (n,)))
+    tcfg = SimpleNamespace(local_epochs=1, batch_size=4, lr=1e-3, weight_decay=0.0)
+    res = train_local(model, split, tcfg, generator=torch.Generator().manual_seed(0), device="cpu",
                       groups=trainable_groups(model, ShareSpec()))
     assert "text_encoder" in res.trained_groups and "text_adapter" in res.trained_groups
     assert "image_encoder" not in res.trained_groups and "image_adapter" not in res.trained_groups
