@@ -6,15 +6,15 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
+from fedmm.cli.errors import new_app, print_error, reason
 from fedmm.engines.files import shared_dir, train_client, update_client
 from fedmm.engines.transport import FederationInfo
 from fedmm.federated.messages import MessageError
 
-app = typer.Typer(help="One hospital's steps of the file exchange (reads only its folder and server/global_vectors/)",
-                  no_args_is_help=True)
-all_app = typer.Typer(help="Run a step for every client of CLIENT_ROOT in turn (all sites on one machine)",
-                      no_args_is_help=True)
+app = new_app(help="One hospital's steps of the file exchange (reads only its folder and server/global_vectors/)")
+all_app = new_app(help="Run a step for every client of CLIENT_ROOT in turn (all sites on one machine)")
 console = Console(soft_wrap=True)
 
 ClientDir = Annotated[Path, typer.Option("--client-dir", help="The client folder, e.g. CLIENT_ROOT/client_3")]
@@ -26,7 +26,7 @@ STEP_ERRORS = (MessageError, FileNotFoundError, ValueError, RuntimeError)
 
 
 def _fail(exc: Exception) -> None:
-    console.print(f"[red]error:[/red] {exc}", highlight=False)
+    print_error(reason(exc))
     raise typer.Exit(code=1) from exc
 
 
@@ -75,7 +75,7 @@ def train_all(root: Root, device: Device = None, threads: Threads = None) -> Non
             console.print(f"{name}: upload written to {stem}.safetensors / .json", highlight=False)
         except STEP_ERRORS as exc:
             failed.append(name)
-            console.print(f"[yellow]{name}: failed:[/yellow] {exc}", highlight=False)
+            console.print(f"[yellow]{name}: failed:[/yellow] {escape(reason(exc))}", highlight=False)
     if failed:
         console.print(f"{len(failed)} client(s) failed: {', '.join(failed)}", highlight=False)
         raise typer.Exit(code=1)
@@ -91,6 +91,6 @@ def update_all(root: Root, device: Device = None, threads: Threads = None) -> No
             console.print(f"{name}: val macro-F1 {report['val_macro_f1']:.3f}", highlight=False)
         except STEP_ERRORS as exc:
             failed.append(name)
-            console.print(f"[yellow]{name}: failed:[/yellow] {exc}", highlight=False)
+            console.print(f"[yellow]{name}: failed:[/yellow] {escape(reason(exc))}", highlight=False)
     if failed:
         raise typer.Exit(code=1)

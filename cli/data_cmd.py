@@ -8,12 +8,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fedmm.cli.errors import new_app, usage_errors
 from fedmm.data.manifest import ManifestError, load_manifest
 from fedmm.data.partition import MODES, PartitionConfig, partition_dataset
 from fedmm.data.synth import SYNTH_CLASSES, SynthConfig, generate_synthcxr
 from fedmm.data.tokenizer import train_wordpiece
 
-app = typer.Typer(help="Dataset tools")
+app = new_app(help="Dataset tools")
 console = Console()
 MAX_ISSUES_SHOWN = 20
 
@@ -71,11 +72,9 @@ def partition(
     cfg = PartitionConfig(n_clients=clients, mode=mode, n_image_only=image_only, n_text_only=text_only,
                           p_drop_modality=p_drop, sample_missing=tuple(sample_missing), dirichlet_alpha=alpha, public_size=public_size,
                           min_train_per_client=min_train, seed=seed)
-    try:
-        summary = partition_dataset(src, out, cfg, overwrite=overwrite)
-    except (ManifestError, ValueError, FileExistsError) as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(code=1) from exc
+    with usage_errors(ValueError, prefix="partition options: "):
+        cfg.validate()
+    summary = partition_dataset(src, out, cfg, overwrite=overwrite)   # data problems: fedmm.cli.errors, exit 1
     table = Table(title=f"{len(summary['clients'])} clients -> {out}")
     for col in ("client", "modality", "n_train", "n_val"):
         table.add_column(col, justify="left" if col in ("client", "modality") else "right")
@@ -95,15 +94,10 @@ def tokenizer(
     vocab_size: Annotated[int, typer.Option("--vocab-size", min=16, help="Maximum vocabulary size")] = 2000,
 ) -> None:
     """Train the offline BERT WordPiece vocabulary from a dataset folder's texts."""
-    try:
-        data = load_manifest(src, require_labels=False, verify_images=False)
-    except ManifestError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(code=1) from exc
+    data = load_manifest(src, require_labels=False, verify_images=False)   # ManifestError: fedmm.cli.errors
     texts = [r.text for r in data.records if r.text]
     if not texts:
-        console.print(f"[red]error:[/red] no report text in {src}", highlight=False)
-        raise typer.Exit(code=1)
+        raise ManifestError(f"{src / 'manifest.csv'}: no report text to learn a vocabulary from")
     path = train_wordpiece(texts, out, vocab_size=vocab_size)
     n = len(path.read_text(encoding="utf-8").splitlines())
     console.print(f"{n} tokens from {len(texts)} texts -> {path}", highlight=False)

@@ -14,11 +14,11 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from fedmm.deploy.processes import (FLOWER_APP_NAME, executable, flower_env, flwr_run_argv, superlink_argv,
-                                    supernode_argv, write_flwr_config)
+from fedmm.cli.errors import new_app, usage_error, usage_errors
+from fedmm.deploy.processes import (FLOWER_APP_NAME, check_reachable, executable, flower_env, flwr_run_argv,
+                                    superlink_argv, supernode_argv, write_flwr_config)
 
-app = typer.Typer(help="Real deployment with Flower: TLS certificates, SuperNode keys, processes",
-                  no_args_is_help=True)
+app = new_app(help="Real deployment with Flower: TLS certificates, SuperNode keys, processes")
 console = Console(soft_wrap=True)
 Insecure = Annotated[bool, typer.Option("--insecure", help="Plain text, no TLS (tests on one machine only)")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the command instead of running it")]
@@ -39,11 +39,9 @@ def _run(argv: list[str], dry_run: bool, env: dict | None = None, replace: bool 
 
 
 def _guard(build):
-    try:
+    """``build()``; a bad certificate, key or address (ValueError, FileNotFoundError) is a usage error."""
+    with usage_errors(ValueError, FileNotFoundError):
         return build()
-    except (ValueError, FileNotFoundError) as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(code=2) from exc
 
 
 @app.command("certs")
@@ -58,11 +56,7 @@ def certs(
     from fedmm.deploy.certs import make_certs  # needs the deployment extra (cryptography)
 
     hosts = host or ["127.0.0.1", "localhost"]
-    try:
-        paths = make_certs(out, hosts, days, overwrite)
-    except (FileExistsError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(code=1) from exc
+    paths = make_certs(out, hosts, days, overwrite)   # FileExistsError, ValueError: fedmm.cli.errors, exit 1
     console.print(f"CA {paths['ca.crt']} (give it to every hospital; keep ca.key offline), server certificate "
                   f"{paths['server.pem']} for {', '.join(hosts)}", highlight=False)
 
@@ -75,11 +69,7 @@ def node_key(
     """Generate a SuperNode authentication key pair (ECDSA P-384, OpenSSH format)."""
     from fedmm.deploy.certs import make_node_key  # needs the deployment extra (cryptography)
 
-    try:
-        private, public = make_node_key(path, overwrite)
-    except FileExistsError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(code=1) from exc
+    private, public = make_node_key(path, overwrite)   # FileExistsError: fedmm.cli.errors, exit 1
     console.print(f"private key {private} (stays at the hospital), public key {public} (register it on the "
                   "SuperLink: flwr supernode register)", highlight=False)
 
@@ -115,8 +105,8 @@ def supernode(
 ) -> None:
     """Start one hospital's SuperNode (TLS unless --insecure), told its client folder via --node-config."""
     if not (client_dir / "train").is_dir():
-        console.print(f"[red]error:[/red] {client_dir}: no train/ folder", highlight=False)
-        raise typer.Exit(code=2)
+        raise usage_error(f"--client-dir {client_dir}: no train/ folder; give a client folder made by "
+                          "'fedmm data partition'")
     _run(_guard(lambda: supernode_argv(superlink_address, client_dir, ca, insecure, shared, "127.0.0.1", port,
                                        auth_key, device, threads)), dry_run)
 
@@ -135,11 +125,11 @@ def start(
     """Submit the fedmm Flower app to the SuperLink (flwr run); rounds continue from the latest checkpoint."""
     server_dir = (root / "server").resolve()
     if not (server_dir / "config.toml").exists() and not dry_run:
-        console.print(f"[red]error:[/red] {server_dir}: no config.toml (run 'fedmm server init' first)",
-                      highlight=False)
-        raise typer.Exit(code=2)
+        raise usage_error(f"--root {root}: no server/config.toml (run 'fedmm server init' first)")
     home = server_dir / "flwr_home"
     _guard(lambda: write_flwr_config(home, superlink_address, ca, insecure))
+    if not dry_run:
+        check_reachable(superlink_address)   # ConnectionError: fedmm.cli.errors, exit 1
     argv = flwr_run_argv({"server-dir": str(server_dir), "resume": not fresh, "round-timeout": round_timeout,
                           "node-wait": node_wait})
     _run(argv, dry_run, env=flower_env(FLWR_HOME=str(home)), replace=False)
@@ -147,7 +137,8 @@ def start(
 
 @app.command("register")
 def register(
-    public_key: Annotated[Path, typer.Argument(help="A hospital's PATH.pub from 'fedmm deploy node-key'")],
+    public_key: Annotated[Path, typer.Argument(exists=True, dir_okay=False,
+                                               help="A hospital's PATH.pub from 'fedmm deploy node-key'")],
     root: Annotated[Path, typer.Option("--root", help="CLIENT_ROOT of the coordinator")],
     superlink_address: Annotated[str, typer.Option("--superlink", help="HOST:PORT of the SuperLink")],
     ca: Annotated[Optional[Path], typer.Option("--ca", help="ca.crt")] = None,
@@ -157,5 +148,7 @@ def register(
     """Register a SuperNode's public key on a SuperLink started with --supernode-auth."""
     home = (root / "server").resolve() / "flwr_home"
     _guard(lambda: write_flwr_config(home, superlink_address, ca, insecure))
+    if not dry_run:
+        check_reachable(superlink_address)
     argv = _guard(lambda: [executable("flwr"), "supernode", "register", str(public_key.resolve()), FLOWER_APP_NAME])
     _run(argv, dry_run, env=flower_env(FLWR_HOME=str(home)), replace=False)

@@ -10,30 +10,39 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fedmm.config import load_config, set_key
+from fedmm.cli.errors import usage_errors
+from fedmm.cli.preflight import load_cli_config, load_resume_config
 from fedmm.engines.evaluate import summarize_seeds
-from fedmm.engines.local import load_run_config, new_run_dir, resolve_transport, run_simulation
+from fedmm.engines.local import new_run_dir, resolve_transport, run_simulation
 from fedmm.engines.report import summary_rows
-from fedmm.engines.transport import TransportError
 
 
 class RichReporter:
-    """Round/client progress bars on the console."""
+    """Round/client progress bars on the console; ``header`` and the bars appear at the first event,
+    so a run that fails while preparing shows only its error."""
 
-    def __init__(self, console: Console) -> None:
-        self.console = console
+    def __init__(self, console: Console, header: str = "") -> None:
+        self.console, self.header, self.started = console, header, False
         self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), TextColumn("{task.fields[status]}"), console=console)
         self.rounds = self.clients = None
 
+    def _begin(self) -> None:
+        if not self.started:
+            self.started = True
+            if self.header:
+                self.console.print(self.header, highlight=False)
+            self.progress.start()
+
     def __enter__(self):
-        self.progress.start()
         return self
 
     def __exit__(self, *exc):
-        self.progress.stop()
+        if self.started:
+            self.progress.stop()
 
     def start_round(self, r, total_rounds, n_clients):
+        self._begin()
         if self.rounds is None:
             self.rounds = self.progress.add_task("rounds", total=total_rounds, completed=r, status="")
         if self.clients is not None:
@@ -48,6 +57,7 @@ class RichReporter:
                              status=f"mean val F1 {info['val_macro_f1_mean']:.3f}  ({info['wall_s']:.0f} s)")
 
     def message(self, text):
+        self._begin()
         self.console.print(text)
 
 
@@ -78,27 +88,17 @@ def run(
 ) -> None:
     """Run a simulated federation (default: 30 clients on synthcxr) and print the results table."""
     console = Console(quiet=quiet)
-    try:
-        if resume:
-            cfg = load_run_config(resume)
-            run_dir = resume
-        else:
-            cfg = load_config(config, overrides or [], preset)
-            for key, value in (("fed.strategy", strategy), ("fed.rounds", rounds), ("seed", seed),
-                               ("device", device), ("out", out), ("name", name)):
-                if value is not None:
-                    set_key(cfg, key, str(value))
+    if resume:
+        cfg, run_dir = load_resume_config(resume), resume
+    else:
+        cfg = load_cli_config(config, overrides or [], preset, {
+            "fed.strategy": strategy, "fed.rounds": rounds, "seed": seed, "device": device, "out": out, "name": name})
+        with usage_errors(FileExistsError):
             run_dir = new_run_dir(cfg)
+    with usage_errors(ValueError):
         transport = resolve_transport(transport, Path(run_dir), bool(resume), cfg.fed.strategy)
-    except (KeyError, ValueError, FileExistsError, FileNotFoundError) as exc:
-        raise typer.BadParameter(str(exc)) from exc
-    console.print(f"run directory: {run_dir}")
-    try:
-        with RichReporter(console) as reporter:
-            summary = run_simulation(cfg, Path(run_dir), resume=bool(resume), reporter=reporter, transport=transport)
-    except TransportError as exc:  # a round without enough clients, a failed Flower run
-        Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(code=1) from exc
+    with RichReporter(console, f"run directory: {run_dir}") as reporter:   # failures: fedmm.cli.errors
+        summary = run_simulation(cfg, Path(run_dir), resume=bool(resume), reporter=reporter, transport=transport)
     console.print(results_table(summary, f"{summary['strategy']} - seed {summary['seed']} - "
                                          f"{summary['rounds']} rounds - {summary['wall_s']:.0f} s"))
     console.print(f"summary: {Path(run_dir) / 'summary.json'}")
@@ -115,13 +115,13 @@ def sweep(
     """Run strategies x seeds; write mean +- std per strategy to OUT/sweep.json (finished runs are reused)."""
     console = Console()
     results = {}
-    for strat in strategies.split(","):
+    plan = {strat: [load_cli_config(config, overrides or [], preset, {  # every config checked before any run
+        "fed.strategy": strat, "seed": s, "out": str(out), "name": f"{strat}-seed{s}"}) for s in seeds.split(",")]
+        for strat in strategies.split(",")}
+    for strat, cfgs in plan.items():
         summaries = []
-        for s in seeds.split(","):
-            cfg = load_config(config, overrides or [], preset)
-            for key, value in (("fed.strategy", strat), ("seed", s), ("out", str(out)), ("name", f"{strat}-seed{s}")):
-                set_key(cfg, key, value)
-            run_dir = out / cfg.name
+        for cfg in cfgs:
+            s, run_dir = cfg.seed, out / cfg.name
             if (run_dir / "summary.json").exists():
                 summaries.append(json.loads((run_dir / "summary.json").read_text()))
                 continue

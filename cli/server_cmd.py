@@ -6,14 +6,16 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from fedmm.config import load_config, set_key
+from fedmm.cli.errors import new_app, print_error, reason
+from fedmm.cli.preflight import load_cli_config
 from fedmm.engines.files import aggregate as aggregate_round
 from fedmm.engines.files import init_server, server_context, uploads_dir
 from fedmm.engines.transport import RoundFailed
 from fedmm.federated.messages import MessageError
 
-app = typer.Typer(help="The coordinator's steps of the file exchange", no_args_is_help=True)
+app = new_app(help="The coordinator's steps of the file exchange")
 console = Console(soft_wrap=True)
 Root = Annotated[Path, typer.Option("--root", help="CLIENT_ROOT (the server uses CLIENT_ROOT/server/)")]
 
@@ -27,11 +29,11 @@ class ConsoleReporter:
                       f"mean val macro-F1 {info['val_macro_f1_mean']:.3f}", highlight=False)
 
     def message(self, text: str) -> None:
-        console.print(f"[yellow]{text}[/yellow]", highlight=False)
+        console.print(f"[yellow]{escape(text)}[/yellow]", highlight=False)
 
 
 def _fail(exc: Exception, code: int = 1) -> None:
-    console.print(f"[red]error:[/red] {exc}", highlight=False)
+    print_error(reason(exc))
     raise typer.Exit(code=code) from exc
 
 
@@ -48,17 +50,10 @@ def init(
     overwrite: Annotated[bool, typer.Option(help="Start a new federation over an existing one")] = False,
 ) -> None:
     """Publish config, federation facts, public set, tokenizer and the round-0 global state."""
-    try:
-        cfg = load_config(config, overrides or [], preset)
-        for key, value in (("fed.rounds", rounds), ("fed.strategy", strategy), ("seed", seed),
-                           ("fed.min_clients", min_clients)):
-            if value is not None:
-                set_key(cfg, key, str(value))
-        ctx = init_server(root, cfg, overwrite, ConsoleReporter())
-    except (KeyError, ValueError) as exc:
-        raise typer.BadParameter(str(exc)) from exc
-    except (FileExistsError, FileNotFoundError, MessageError) as exc:
-        _fail(exc)
+    cfg = load_cli_config(config, overrides or [], preset, {"fed.rounds": rounds, "fed.strategy": strategy,
+                                                            "seed": seed, "fed.min_clients": min_clients},
+                          runs_here=False)   # the device is the clients' (cfg.device may be cuda there)
+    ctx = init_server(root, cfg, overwrite, ConsoleReporter())   # data/file problems: fedmm.cli.errors
     console.print(f"federation of {len(ctx.info.clients)} clients, {cfg.fed.rounds} rounds, strategy "
                   f"{cfg.fed.strategy}; published {root / 'server' / 'global_vectors'}", highlight=False)
 

@@ -100,20 +100,36 @@ def _check_image(path: Path, verify: bool) -> str | None:
 
 
 def _read_rows(manifest: Path) -> tuple[list[str], list[tuple[int, dict]]]:
-    """Parse the csv; return the header and ``(line_number, row)`` pairs."""
+    """Parse the csv; return the header and ``(line_number, row)`` pairs.
+
+    Raises :class:`ManifestError` naming the line when the file is not UTF-8 or a row is no CSV."""
+    rows, prev = [], 0
     try:
         with open(manifest, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             header = [h.strip() for h in (reader.fieldnames or [])]
             reader.fieldnames = header
-            rows, prev = [], reader.line_num
+            prev = reader.line_num
             for row in reader:
                 # a quoted cell may span lines: the row starts after the previous one ended
                 rows.append((prev + 1, row))
                 prev = reader.line_num
-    except (csv.Error, UnicodeDecodeError) as exc:
-        raise ManifestError(f"{manifest}: not a readable CSV file: {exc}") from exc
+    except csv.Error as exc:
+        raise ManifestError(f"{manifest}:{prev + 1}: not readable as CSV ({exc}); fix or remove that row") from exc
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{manifest}:{_first_non_utf8_line(manifest)}: not UTF-8 text; "
+                            "save the file as UTF-8") from exc
     return header, rows
+
+
+def _first_non_utf8_line(path: Path) -> int:
+    """The 1-based number of the first line of ``path`` that is not valid UTF-8 (0 if none)."""
+    for number, line in enumerate(path.read_bytes().split(b"\n"), start=1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            return number
+    return 0
 
 
 def load_manifest(
@@ -145,7 +161,9 @@ def load_manifest(
     if require_labels and label_col not in header:
         missing.append("label (or labels)")
     if missing:
-        raise ManifestError(f"{manifest}: missing required column(s): {', '.join(missing)}")
+        need = "id, image, text and label or labels" if require_labels else "id, image and text"
+        raise ManifestError(f"{manifest}: missing required column(s): {', '.join(missing)}; "
+                            f"the header (line 1) needs {need}")
 
     known = set(classes) if classes is not None else None
     fname = str(manifest)

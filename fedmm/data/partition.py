@@ -117,14 +117,23 @@ def _take(groups: list[_Group], candidates: list[int], target: float, rng: np.ra
     return sorted(chosen)
 
 
+class PartitionError(ValueError):
+    """The dataset cannot give the asked-for clients enough rows: ``detail`` says how many there are,
+    ``hint`` what to change."""
+
+    def __init__(self, detail: str, hint: str = "use fewer clients or more data") -> None:
+        super().__init__(f"{detail}; {hint}")
+        self.detail, self.hint = detail, hint
+
+
 def _assign_clients(groups: list[_Group], pool: list[int], cfg: PartitionConfig, need: int,
                     rng: np.random.Generator) -> list[list[int]]:
     """Spread pool groups over clients (IID balanced or Dirichlet per class), then top up small clients."""
     k = cfg.n_clients
     sizes = {g: len(groups[g].rows) for g in pool}
     if sum(sizes.values()) < k * need:
-        raise ValueError(f"{sum(sizes.values())} training rows cannot give {k} clients "
-                         f"{need} rows each (min_train_per_client={cfg.min_train_per_client})")
+        raise PartitionError(f"{sum(sizes.values())} training rows cannot give {k} clients "
+                             f"{need} rows each (min_train_per_client={cfg.min_train_per_client})")
     members: list[list[int]] = [[] for _ in range(k)]
     load = np.zeros(k, dtype=np.int64)
     if cfg.dirichlet_alpha is None:
@@ -149,7 +158,8 @@ def _assign_clients(groups: list[_Group], pool: list[int], cfg: PartitionConfig,
             break
         movable = [g for g in members[big] if load[big] - sizes[g] >= need]
         if not movable:
-            raise ValueError("cannot give every client min_train_per_client rows; lower it or n_clients")
+            raise PartitionError(f"cannot give every one of {k} clients {need} training rows "
+                                 f"(min_train_per_client={cfg.min_train_per_client})")
         g = movable[int(rng.integers(len(movable)))]
         members[big].remove(g)
         members[small].append(g)
@@ -285,7 +295,14 @@ def partition_dataset(src_folder: str | os.PathLike, out_root: str | os.PathLike
             site_lists.append(small)
             warnings.append(f"{len(small)} site(s) with fewer than {need} rows merged into one client")
     else:
-        members = _assign_clients(groups, pool, cfg, need, r_cli)
+        try:
+            members = _assign_clients(groups, pool, cfg, need, r_cli)
+        except PartitionError as exc:
+            if not data.issues:
+                raise
+            first = data.issues[0]
+            raise PartitionError(f"{exc.detail}; {len(data.issues)} source row(s) were skipped, the first "
+                                 f"at {first.file}:{first.row}: {first.reason.split(';')[0]}", exc.hint) from exc
         site_lists = [None] * len(members)
     kinds = _client_kinds(cfg, len(members), r_mod)
 

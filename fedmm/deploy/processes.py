@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -43,8 +44,40 @@ def check_security(ca: Path | None, insecure: bool, what: str) -> None:
     if not insecure and ca is None:
         raise ValueError(f"{what}: TLS is the default; give the certificates made by 'fedmm deploy certs' "
                          "or pass --insecure explicitly (plain text, for tests on one machine only)")
-    if ca is not None and not Path(ca).exists():
-        raise FileNotFoundError(f"{what}: {ca} not found")
+    if ca is not None:
+        require_file(ca, what, "certificate", "the ca.crt made by 'fedmm deploy certs'")
+        try:
+            ssl.create_default_context(cafile=str(ca))
+        except ssl.SSLError as exc:
+            raise ValueError(f"{what}: {ca} is not a PEM certificate ({exc.reason or exc}); "
+                             "give the ca.crt made by 'fedmm deploy certs'") from exc
+
+
+def require_file(path: Path, what: str, kind: str, expected: str) -> None:
+    """FileNotFoundError naming ``what`` needs and where it comes from unless ``path`` is a file."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{what}: {kind} {path} not found; give {expected}")
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` too) as a pair; ValueError naming the address otherwise."""
+    host, sep, port = address.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--superlink {address!r}: expected HOST:PORT, e.g. 10.0.0.5:8000")
+    return host, int(port)
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """ConnectionError unless something accepts TCP connections at the SuperLink ``address``."""
+    host, port = parse_address(address)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return
+    except OSError as exc:
+        why = exc.strerror or str(exc) or type(exc).__name__
+        raise ConnectionError(f"cannot reach the SuperLink at {address} ({why}); check --superlink and that "
+                              "'fedmm deploy superlink' runs there") from exc
 
 
 def format_config(values: dict) -> str:
@@ -73,6 +106,9 @@ def superlink_argv(certs_dir: Path | None, insecure: bool = False, host: str = "
     if insecure:
         argv.append("--insecure")
     else:
+        for name in ("server.pem", "server.key"):
+            require_file(Path(certs_dir) / name, "SuperLink", "server file", "the --certs folder made by "
+                         "'fedmm deploy certs'")
         argv += ["--ssl-ca-certfile", str(ca), "--ssl-certfile", str(Path(certs_dir) / "server.pem"),
                  "--ssl-keyfile", str(Path(certs_dir) / "server.key")]
     if database is not None:
@@ -87,6 +123,9 @@ def supernode_argv(superlink: str, client_dir: Path, ca: Path | None, insecure: 
                    auth_key: Path | None = None, device: str | None = None, threads: int | None = None) -> list[str]:
     """``flower-supernode`` for one hospital; its client folder goes in ``--node-config``."""
     check_security(ca, insecure, "SuperNode")
+    parse_address(superlink)
+    if auth_key is not None:
+        require_file(auth_key, "SuperNode", "--auth-key", "the private key made by 'fedmm deploy node-key'")
     node = {"client-dir": os.path.abspath(client_dir)}
     if shared_dir is not None:
         node["shared-dir"] = os.path.abspath(shared_dir)
@@ -106,6 +145,7 @@ def write_flwr_config(home: Path, address: str, ca: Path | None, insecure: bool 
                       name: str = FLOWER_APP_NAME) -> Path:
     """``$FLWR_HOME/config.toml`` naming one SuperLink connection (the ``flwr`` CLI reads it)."""
     check_security(ca, insecure, "flwr run")
+    parse_address(address)
     home.mkdir(parents=True, exist_ok=True)
     conn = ["insecure = true"] if insecure else [f"root-certificates = '{os.path.abspath(ca)}'"]
     text = "\n".join(["[superlink]", f"default = '{name}'", "", f"[superlink.{name}]", f"address = '{address}'",

@@ -25,7 +25,7 @@ from fedmm.engines.transport import FederationInfo, InProcessTransport, RoundFai
 from fedmm.engines.workers import WorkerPool, plan_workers
 from fedmm.federated.client import build_model, stable_seed
 from fedmm.federated.mechanisms import bn_stats
-from fedmm.federated.messages import Message
+from fedmm.federated.messages import Message, MessageError
 from fedmm.federated.params import shared_shapes, shared_state
 from fedmm.federated.server import ServerState, server_round
 from fedmm.federated.strategies import strategy_from_config
@@ -58,8 +58,37 @@ def new_run_dir(cfg: RunConfig) -> Path:
 
 
 def load_run_config(run_dir: Path) -> RunConfig:
-    with open(run_dir / "config.toml", "rb") as fh:
-        return from_dict(tomllib.load(fh))
+    """The config ``run_dir`` was started with. Raises FileNotFoundError when it holds no config.toml
+    (not a run directory) and ValueError naming the file when that file is damaged."""
+    path = Path(run_dir) / "config.toml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: not a run directory (no config.toml)")
+    try:
+        with open(path, "rb") as fh:
+            return from_dict(tomllib.load(fh))
+    except (tomllib.TOMLDecodeError, KeyError, ValueError) as exc:
+        why = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        raise ValueError(f"{path}: damaged run config ({why}); restore it or start a new run") from exc
+
+
+def check_checkpoint(run_dir: Path) -> int:
+    """Rounds held by the latest checkpoint of ``run_dir`` (0 without one), after checking that
+    ``checkpoints/latest.json`` and the server state it points to can be read; raises ValueError
+    naming the damaged file otherwise."""
+    ckpt = Path(run_dir) / "checkpoints"
+    latest = ckpt / "latest.json"
+    if not latest.exists():
+        return 0
+    hint = "the run cannot be resumed from it; start a new run (another --name)"
+    try:
+        rounds = int(read_json(latest)["round"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{latest}: damaged checkpoint ({type(exc).__name__}: {exc}); {hint}") from exc
+    try:
+        Message.load(ckpt / f"server_round_{rounds:04d}", "broadcast")
+    except MessageError as exc:
+        raise ValueError(f"damaged checkpoint: {exc}; {hint}") from exc
+    return rounds
 
 
 @dataclass
@@ -217,16 +246,16 @@ def run_simulation(cfg: RunConfig, run_dir: Path, resume: bool = False, reporter
     """
     transport = resolve_transport(transport, run_dir, resume, cfg.fed.strategy)
     reporter = reporter or NullReporter()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "transport.json", {"transport": transport})
-    (run_dir / "config.toml").write_text(to_toml(cfg))
     device = resolve_device(cfg.device)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    fed: Federation = prepare_federation(cfg)
+    fed: Federation = prepare_federation(cfg)   # data problems surface before the run directory exists
     for issue in fed.issues[:20]:
         reporter.message(f"data issue: {issue}")
     ctx = ServerContext(cfg, FederationInfo.from_federation(fed), run_dir, reporter)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "transport.json", {"transport": transport})
+    (run_dir / "config.toml").write_text(to_toml(cfg))
     with WorkerPool(*plan_workers(cfg.workers, cfg.threads, device, len(fed.clients))) as pool:
         state, stores = _run_transport(ctx, fed, transport, resume, device, pool, flower_timeout)
         latest = ctx.ckpt_dir / "latest.json"

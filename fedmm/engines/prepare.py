@@ -13,7 +13,7 @@ import torch
 
 from fedmm.data.encode import EncodedSplit, encode_split
 from fedmm.data.manifest import load_manifest
-from fedmm.data.partition import PartitionConfig, partition_dataset
+from fedmm.data.partition import PartitionConfig, PartitionError, partition_dataset
 from fedmm.data.synth import SynthConfig, generate_synthcxr
 from fedmm.data.tokenizer import load_tokenizer, train_wordpiece
 from fedmm.federated.client import ClientData
@@ -47,7 +47,11 @@ def _build_once(target: Path, marker: str, build) -> Path:
     tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    build(tmp)
+    try:
+        build(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)   # a failed build leaves nothing half-made behind
+        raise
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
     return target
@@ -58,7 +62,9 @@ def dataset_folder(cfg) -> Path:
     if cfg.data.dataset != "synthcxr":
         folder = Path(cfg.data.dataset)
         if not (folder / "manifest.csv").exists():
-            raise FileNotFoundError(f"{folder}: no manifest.csv (expected a fedmm dataset folder)")
+            what = "has no manifest.csv" if folder.is_dir() else "does not exist"
+            raise FileNotFoundError(f"data.dataset: {folder} {what}; give a fedmm dataset folder "
+                                    "(with manifest.csv, e.g. made by 'fedmm data synth') or synthcxr")
         return folder
     scfg = SynthConfig(n_samples=cfg.data.n_samples, image_size=cfg.data.image_size, seed=0)
     target = cache_root(cfg) / f"synthcxr-{_key(asdict(scfg))}"
@@ -81,7 +87,13 @@ def client_root(cfg) -> Path:
     target = cache_root(cfg) / "partitions" / f"{src.name}-{_key([str(src.resolve()), asdict(pcfg), cfg.data.vocab_size])}"
 
     def build(tmp: Path) -> None:
-        partition_dataset(src, tmp, pcfg)
+        try:
+            partition_dataset(src, tmp, pcfg)
+        except PartitionError as exc:
+            more = f"raise data.n_samples={cfg.data.n_samples}" if cfg.data.dataset == "synthcxr" else \
+                "use a larger data.dataset"
+            raise PartitionError(f"data.dataset={cfg.data.dataset}, data.n_clients={pcfg.n_clients}: {exc.detail}",
+                                 f"lower data.n_clients or {more}") from exc
         public = load_manifest(tmp / "public", require_labels=False)
         train_wordpiece([r.text for r in public.records if r.text], tmp / "tokenizer", cfg.data.vocab_size)
 

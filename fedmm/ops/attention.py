@@ -89,6 +89,9 @@ def _triton_unavailable(device_type: str, dtype: torch.dtype | None = None) -> s
     return "Triton kernels need CUDA tensors (or CPU tensors with TRITON_INTERPRET=1 for the interpreter)"
 
 
+ATTENTION_BACKENDS = ("triton", "torch", "naive")   # besides "auto"; the keys of ``available`` below
+
+
 def gated_cross_attention(xq, xkv, kv_mask, wq, wk, wv, wo, wg, ug, bg, heads, backend="auto"):
     """Gated cross-attention, ``out[B, Lq, d]`` (see module docstring for the math).
 
