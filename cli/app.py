@@ -13,6 +13,7 @@ from fedmm.cli.client_cmd import all_app as clients_app
 from fedmm.cli.client_cmd import app as client_app
 from fedmm.cli.deploy_cmd import app as deploy_app
 from fedmm.cli.errors import new_app
+from fedmm.cli.predict_cmd import predict
 from fedmm.cli.run_cmd import run, sweep
 from fedmm.cli.server_cmd import app as server_app
 
@@ -29,6 +30,7 @@ def _root(debug: bool = typer.Option(False, "--debug", help="On an error show th
 
 app.command("run")(run)
 app.command("sweep")(sweep)
+app.command("predict")(predict)
 
 try:  # the data command group lives in its own module
     from fedmm.cli.data_cmd import app as data_app

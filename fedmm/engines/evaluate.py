@@ -8,18 +8,27 @@ from fedmm.federated.client import ClientStore, build_model, client_init_seed
 from fedmm.federated.params import load_shared
 from fedmm.federated.train import client_views, own_view, predict, view_rows
 from fedmm.metrics import classification_metrics, mean_metrics
+from fedmm.models.model import FedMMModel
 
 SCENARIOS = ("full", "image_only", "text_only")
+
+
+def deployed_model(cfg, vocab_size: int, n_classes: int, data_index: int, store: ClientStore,
+                   shared: dict | None, device) -> FedMMModel:
+    """A client's deployed model: its own state after the last round (``store``) with every federated
+    tensor replaced by the final global one (``shared``, by federated name; None when nothing is shared)."""
+    model = build_model(cfg, vocab_size, n_classes, client_init_seed(cfg, data_index)).to(device)
+    store.load(model, int(cfg.fed.rounds) - 1)
+    if shared is not None:
+        load_shared(model, shared, prefix="")
+    return model
 
 
 def client_test_metrics(data_index: int, modality: str, cfg, strategy, fed_facts: tuple, shared: dict | None,
                         gv, store: ClientStore, test, device, val=None) -> dict:
     """Test metrics of one client's deployed model on the views its modalities allow."""
     vocab_size, classes, multilabel = fed_facts
-    model = build_model(cfg, vocab_size, len(classes), client_init_seed(cfg, data_index)).to(device)
-    store.load(model, int(cfg.fed.rounds) - 1)
-    if shared is not None:
-        load_shared(model, shared, prefix="")
+    model = deployed_model(cfg, vocab_size, len(classes), data_index, store, shared, device)
     views = SCENARIOS if strategy.name == "centralized" else client_views(modality)
     logits = predict(model, test, device, gv, views, cfg.train.eval_batch_size)
     labels = test.labels.numpy()

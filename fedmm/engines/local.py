@@ -20,7 +20,7 @@ import torch
 from fedmm.config import RunConfig, from_dict, to_toml
 from fedmm.engines.evaluate import evaluate_federation
 from fedmm.engines.prepare import Federation, prepare_federation
-from fedmm.engines.report import write_outputs
+from fedmm.engines.report import write_inference_files, write_outputs
 from fedmm.engines.transport import FederationInfo, InProcessTransport, RoundFailed, upload_spec
 from fedmm.engines.workers import WorkerPool, plan_workers
 from fedmm.federated.client import build_model, stable_seed
@@ -256,6 +256,7 @@ def run_simulation(cfg: RunConfig, run_dir: Path, resume: bool = False, reporter
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "transport.json", {"transport": transport})
     (run_dir / "config.toml").write_text(to_toml(cfg))
+    write_inference_files(run_dir, ctx.info, Path(cfg.data.tokenizer or fed.root / "tokenizer"))
     with WorkerPool(*plan_workers(cfg.workers, cfg.threads, device, len(fed.clients))) as pool:
         state, stores = _run_transport(ctx, fed, transport, resume, device, pool, flower_timeout)
         latest = ctx.ckpt_dir / "latest.json"

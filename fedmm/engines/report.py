@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 from fedmm.io import write_json
@@ -25,6 +27,22 @@ def write_outputs(run_dir: Path, cfg, results: dict, wall_s: float) -> dict:
     except Exception as exc:  # plotting must never lose a finished run's results
         (run_dir / "plots_error.txt").write_text(f"plotting failed: {exc}\n")
     return summary
+
+
+def write_inference_files(run_dir: Path, info, tokenizer: Path) -> None:
+    """What using a trained client later (``fedmm predict``) needs beside config.toml and the
+    checkpoints: ``federation.json`` (classes, vocabulary size, client names) and ``tokenizer/``
+    (a copy of the tokenizer the run encoded its reports with; ``tokenizer`` is its folder or vocab.txt)."""
+    run_dir, src = Path(run_dir), Path(tokenizer)
+    info.save(run_dir / "federation.json")
+    files = [src] if src.is_file() else sorted(p for p in src.iterdir() if p.is_file())
+    tmp, dst = run_dir / ".tokenizer.tmp", run_dir / "tokenizer"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for f in files:
+        shutil.copy2(f, tmp / f.name)
+    shutil.rmtree(dst, ignore_errors=True)
+    os.replace(tmp, dst)
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
