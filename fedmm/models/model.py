@@ -12,6 +12,9 @@ from fedmm.models.head import SharedHead, masked_mean
 from fedmm.models.surrogate import GlobalVectors, surrogate_tokens
 
 
+SURROGATE_FILLS = ("both", "image", "text", "none")
+
+
 @dataclass
 class ModelConfig:
     image_arch: str = "small"          # mobilenet_v3_small | large
@@ -21,6 +24,8 @@ class ModelConfig:
     fusion: str = "gated"              # gated | concat
     surrogate_m: int = 4
     surrogate_temperature: float = 0.1
+    surrogate_fill: str = "image"      # which missing modality surrogates fill: both | image | text | none
+                                       # (the others get the learned missing token)
     modality_dropout: float = 0.3
     common_init: bool = True           # all clients' encoders start from the same random weights
     attention_backend: str = "auto"
@@ -51,6 +56,8 @@ class FedMMModel(nn.Module):
 
     def __init__(self, cfg: ModelConfig, vocab_size: int, n_classes: int, max_len: int = 64) -> None:
         super().__init__()
+        if cfg.surrogate_fill not in SURROGATE_FILLS:
+            raise ValueError(f"model.surrogate_fill must be one of {SURROGATE_FILLS}, got {cfg.surrogate_fill!r}")
         self.cfg = cfg
         self.image_encoder = ImageEncoder(cfg.image_arch, cfg.image_weights or None)
         self.text_encoder = TextEncoder(vocab_size, cfg.text_size, cfg.text_model or None, max_len)
@@ -100,8 +107,11 @@ class FedMMModel(nn.Module):
         pooled_txt = masked_mean(enc.text, txt_valid)  # [B, d]
         gv_t = self._global_tensors(gv, has_img.device)
         ci, ct = gv_t if gv_t else (None, None)
-        img_seq, img_mask = self._fill_missing(enc.image, has_img, pooled_txt, self.head.missing_image, ct, ci)
-        txt_seq, txt_fill_mask = self._fill_missing(enc.text, has_txt, pooled_img, self.head.missing_text, ci, ct)
+        fill_img, fill_txt = self.cfg.surrogate_fill in ("both", "image"), self.cfg.surrogate_fill in ("both", "text")
+        img_seq, img_mask = self._fill_missing(enc.image, has_img, pooled_txt, self.head.missing_image,
+                                               ct if fill_img else None, ci)
+        txt_seq, txt_fill_mask = self._fill_missing(enc.text, has_txt, pooled_img, self.head.missing_text,
+                                                    ci if fill_txt else None, ct)
         Lt = enc.text.shape[1]
         txt_mask = torch.where(has_txt[:, None], F.pad(txt_valid, (0, txt_seq.shape[1] - Lt)), txt_fill_mask)
         r = self.head.fuse(img_seq, img_mask, txt_seq, txt_mask)  # [B, 2d]

@@ -58,7 +58,7 @@ def test_forward_handles_every_missing_pattern_with_and_without_global_vectors()
 
 
 def test_missing_modality_uses_surrogates_not_encoder():
-    model = _model().eval()  # no dropout / batch-norm updates: outputs are a pure function of inputs
+    model = _model(surrogate_fill="both").eval()  # no dropout / batch-norm updates: pure function of inputs
     batch = _batch()
     batch["has_text"][:] = False  # image-only batch
     gv = _gv(np.random.default_rng(1))
@@ -72,6 +72,30 @@ def test_missing_modality_uses_surrogates_not_encoder():
     assert model.head.missing_text.grad is not None and model.head.missing_text.grad.abs().sum() > 0
     assert all(p.grad is None for p in model.text_encoder.parameters())
 
+
+
+@pytest.mark.parametrize("fill", ["both", "image", "text", "none"])
+def test_surrogate_fill_chooses_which_missing_modality_gets_surrogates(fill):
+    model = _model(surrogate_fill=fill).eval()
+    batch = _batch()
+    gv_a, gv_b = _gv(np.random.default_rng(2)), _gv(np.random.default_rng(3))
+    a, b = model(batch, gv_a).logits, model(batch, gv_b).logits  # [B, C]
+    no_gv = model(batch, None).logits  # learned missing tokens everywhere
+    img_missing = batch["has_text"] & ~batch["has_image"]
+    txt_missing = batch["has_image"] & ~batch["has_text"]
+    both = batch["has_image"] & batch["has_text"]
+    torch.testing.assert_close(a[both], no_gv[both])  # complete rows never use the global vectors
+    for rows, filled in ((img_missing, fill in ("both", "image")), (txt_missing, fill in ("both", "text"))):
+        if filled:  # surrogates: the prediction follows the global vectors
+            assert not torch.allclose(a[rows], b[rows])
+        else:       # the learned missing token: global vectors do not matter
+            torch.testing.assert_close(a[rows], no_gv[rows])
+            torch.testing.assert_close(b[rows], no_gv[rows])
+
+
+def test_surrogate_fill_rejects_unknown_values():
+    with pytest.raises(ValueError, match="surrogate_fill"):
+        _model(surrogate_fill="images")
 
 def test_modality_dropout_only_drops_from_complete_samples_and_never_both():
     model = _model(modality_dropout=0.9)
