@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .layout import check_target, write_layout
+from .missingness import apply_modality, client_kinds, observed_kind, sample_drop
 from .manifest import Record, load_manifest
 
 MODES = ("structural", "client", "sample", "site")
@@ -188,61 +189,6 @@ def _split_val(groups: list[_Group], members: list[int], cfg: PartitionConfig,
     return train, sorted(r for g in val for r in groups[g].rows)
 
 
-def _client_kinds(cfg: PartitionConfig, n: int, rng: np.random.Generator) -> list[str]:
-    if cfg.mode == "structural":
-        return (["image_only"] * cfg.n_image_only + ["text_only"] * cfg.n_text_only
-                + ["multimodal"] * (n - cfg.n_image_only - cfg.n_text_only))
-    if cfg.mode == "client":
-        kinds = []
-        for _ in range(n):
-            drop_img, drop_txt, keep_img = rng.random(3)
-            d_i, d_t = drop_img < cfg.p_drop_modality, drop_txt < cfg.p_drop_modality
-            if d_i and d_t:   # never both: keep one of the two at random
-                d_i, d_t = keep_img >= 0.5, keep_img < 0.5
-            kinds.append("text_only" if d_i else "image_only" if d_t else "multimodal")
-        return kinds
-    return ["mixed"] * n   # sample and site modes (site: replaced by what the data holds)
-
-
-def _apply_modality(rec: Record, kind: str) -> Record | None:
-    if kind == "image_only":
-        rec = dataclasses.replace(rec, text=None)
-    elif kind == "text_only":
-        rec = dataclasses.replace(rec, image=None)
-    return rec if (rec.image is not None or rec.text is not None) else None
-
-
-def _sample_drop(recs: list[Record], probs, floor: int, rng: np.random.Generator) -> list[Record]:
-    """Sample-level missingness: each row loses image, text or both (= removed)."""
-    p_img, p_txt, p_both = probs
-    draws = rng.random(len(recs))
-    out, left = [], len(recs)
-    for rec, d in zip(recs, draws):
-        if d < p_img:
-            rec = dataclasses.replace(rec, image=None)
-        elif d < p_img + p_txt:
-            rec = dataclasses.replace(rec, text=None)
-        elif d < p_img + p_txt + p_both and left > floor:
-            rec = dataclasses.replace(rec, image=None, text=None)
-        if rec.image is None and rec.text is None:
-            left -= 1
-            continue
-        out.append(rec)
-    return out
-
-
-def _observed_kind(recs: list[Record]) -> str:
-    has_i = {r.image is not None for r in recs}
-    has_t = {r.text is not None for r in recs}
-    if has_i == {True} and has_t == {True}:
-        return "multimodal"
-    if has_i == {True} and has_t == {False}:
-        return "image_only"
-    if has_i == {False} and has_t == {True}:
-        return "text_only"
-    return "mixed"
-
-
 def partition_dataset(src_folder: str | os.PathLike, out_root: str | os.PathLike,
                       cfg: PartitionConfig = PartitionConfig(), overwrite: bool = False) -> dict:
     """Partition ``src_folder`` into ``out_root`` (client/public/test layout); return the summary.
@@ -304,7 +250,7 @@ def partition_dataset(src_folder: str | os.PathLike, out_root: str | os.PathLike
             raise PartitionError(f"{exc.detail}; {len(data.issues)} source row(s) were skipped, the first "
                                  f"at {first.file}:{first.row}: {first.reason.split(';')[0]}", exc.hint) from exc
         site_lists = [None] * len(members)
-    kinds = _client_kinds(cfg, len(members), r_mod)
+    kinds = client_kinds(cfg, len(members), r_mod)
 
     clients = []
     for k, (mem, kind, sites) in enumerate(zip(members, kinds, site_lists)):
@@ -313,14 +259,14 @@ def partition_dataset(src_folder: str | os.PathLike, out_root: str | os.PathLike
         for split, idx in (("train", train_idx), ("val", val_idx)):
             out = [dataclasses.replace(recs[i], split=split) for i in idx]
             if cfg.mode == "sample":
-                out = _sample_drop(out, cfg.sample_missing, cfg.min_train_per_client if split == "train" else 0,
+                out = sample_drop(out, cfg.sample_missing, cfg.min_train_per_client if split == "train" else 0,
                                    r_drop)
             else:
-                out = [r for r in (_apply_modality(r, kind) for r in out) if r is not None]
+                out = [r for r in (apply_modality(r, kind) for r in out) if r is not None]
             split_recs.append(out)
         train, val = split_recs
         if cfg.mode == "site":
-            kind = _observed_kind(train + val)
+            kind = observed_kind(train + val)
         if len(train) < cfg.min_train_per_client:
             warnings.append(f"client_{k} has only {len(train)} training rows")
         hist = {c: 0 for c in data.classes}
