@@ -56,10 +56,10 @@ setup(
     cmdclass={"build_ext": CMakeBuild},
     install_requires=[
         "torch", "torchvision", "transformers", "tokenizers", "safetensors", "numpy", "scipy",
-        "faiss-cpu", "typer", "rich", "pillow", "matplotlib", "triton; platform_system=='Linux'",
+        "faiss-cpu", "typer", "rich", "pillow", "pydicom", "defusedxml", "matplotlib", "tensorboard", "triton; platform_system=='Linux'",
     ],
     extras_require={
-        "test": ["pytest", "pytest-benchmark", "lap", "flwr>=1.42,<1.43", "cryptography"],
+        "test": ["pytest", "pytest-benchmark", "hypothesis", "lap", "flwr>=1.42,<1.43", "cryptography"],
         "deploy": ["flwr>=1.42,<1.43", "cryptography"],
     },
     entry_points={"console_scripts": ["fedmm=fedmm.cli.app:main"]},

@@ -19,11 +19,13 @@ import numpy as np
 
 from fedmm.engines.workers import WorkerPool
 from fedmm.federated.client import ClientStore, client_round
-from fedmm.federated.messages import Message, MessageError, check_arrays
+from fedmm.federated.messages import MAX_INDEX_BYTES, Message, MessageError, check_arrays, short_repr
 from fedmm.federated.train import VIEWS as MODALITY_VIEWS
 from fedmm.io import read_json, write_json
 
 MODALITIES = ("image_only", "text_only", "multimodal", "mixed")
+MAX_COUNT = 2**53                 # counts claimed in an upload's meta stay exact as floats
+INDEX_KEYS = ("gv/pair_img", "gv/pair_txt", "teacher/index", "public/index", "repkd/index")
 
 
 class TransportError(RuntimeError):
@@ -61,15 +63,17 @@ class FederationInfo:
 
     @classmethod
     def load(cls, path: str | Path) -> "FederationInfo":
+        """Read a published federation description; :class:`MessageError` naming the file when malformed."""
         try:
-            raw = read_json(path)
+            raw = read_json(path, MAX_INDEX_BYTES)
             info = cls(list(raw["classes"]), bool(raw["multilabel"]), int(raw["vocab_size"]), int(raw["n_public"]),
                        list(raw["clients"]))
         except FileNotFoundError as exc:
             raise FileNotFoundError(f"{path}: missing (the server publishes it with 'fedmm server init')") from exc
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:   # ValueError includes MessageError
             raise MessageError(f"{path}: not a valid federation description ({exc})") from exc
-        if not info.classes or not all(isinstance(c, str) and c for c in info.clients):
+        if not info.classes or not all(isinstance(c, str) for c in info.classes) \
+                or not all(isinstance(c, str) and c for c in info.clients):
             raise MessageError(f"{path}: needs classes and client names")
         return info
 
@@ -98,11 +102,22 @@ def broadcast_spec(shared_shapes: dict[str, tuple], d: int, n_classes: int) -> d
     return spec
 
 
-def _finite_number(meta: dict, key: str, where: str) -> float:
+def _finite_number(meta: dict, key: str, where: str, label: str | None = None) -> float:
     v = meta.get(key)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise MessageError(f"{where}: meta {key!r} must be a finite number, got {v!r}")
+    try:
+        ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+    except OverflowError:        # an integer beyond the float range
+        ok = False
+    if not ok:
+        raise MessageError(f"{where}: meta {label or key!r} must be a finite number, got {short_repr(v)}")
     return float(v)
+
+
+def _count(meta: dict, key: str, where: str, least: int, default=None) -> int:
+    v = meta.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int) or not least <= v < MAX_COUNT:
+        raise MessageError(f"{where}: meta {key!r} must be an integer in [{least}, 2**53), got {short_repr(v)}")
+    return v
 
 
 def check_upload(msg: Message, spec: dict[str, tuple], round_idx: int, clients: list[str],
@@ -112,29 +127,28 @@ def check_upload(msg: Message, spec: dict[str, tuple], round_idx: int, clients: 
     ``n_logits`` is the number of public rows whose logits this round asked for.
     Raises :class:`MessageError` naming the client and the problem.
     """
+    if not isinstance(msg.meta, dict) or not isinstance(msg.arrays, dict):
+        raise MessageError(f"upload (round {round_idx}): meta and arrays must be mappings")
     meta, name = msg.meta, msg.meta.get("client")
-    where = f"upload of {name!r} (round {round_idx})"
+    where = f"upload of {short_repr(name)} (round {round_idx})"
     if msg.kind != "upload":
-        raise MessageError(f"{where}: expected an 'upload' message, got {msg.kind!r}")
-    if name not in clients:
+        raise MessageError(f"{where}: expected an 'upload' message, got {short_repr(msg.kind)}")
+    if not isinstance(name, str) or name not in clients:
         raise MessageError(f"{where}: unknown client (federation has {len(clients)} clients)")
-    if meta.get("round") != round_idx or isinstance(meta.get("round"), bool):
-        raise MessageError(f"{where}: it answers round {meta.get('round')!r}")
-    n = meta.get("n_train")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise MessageError(f"{where}: meta 'n_train' must be a positive integer, got {n!r}")
+    r = meta.get("round")
+    if isinstance(r, bool) or not isinstance(r, int) or r != round_idx:
+        raise MessageError(f"{where}: it answers round {short_repr(r)}")
+    _count(meta, "n_train", where, 1)
     if not 0.0 <= _finite_number(meta, "val_score", where) <= 1.0:
         raise MessageError(f"{where}: meta 'val_score' must lie in [0, 1]")
     scores = meta.get("val_scores", {})
     if not isinstance(scores, dict) or not set(scores) <= set(VIEWS):
         raise MessageError(f"{where}: meta 'val_scores' must map views {VIEWS} to scores")
     for view in scores:
-        if not 0.0 <= _finite_number(scores, view, where) <= 1.0:
+        if not 0.0 <= _finite_number(scores, view, where, f"val_scores.{view}") <= 1.0:
             raise MessageError(f"{where}: meta 'val_scores' must lie in [0, 1]")
     for key in ("n_val", "val_classes"):
-        v = meta.get(key, 0)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise MessageError(f"{where}: meta {key!r} must be a non-negative integer, got {v!r}")
+        _count(meta, key, where, 0, default=0)
     _finite_number(meta, "train_loss", where)
     groups = meta.get("trained_groups")
     if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
@@ -143,6 +157,9 @@ def check_upload(msg: Message, spec: dict[str, tuple], round_idx: int, clients: 
         raise MessageError(f"{where}: meta 'modality' must be one of {MODALITIES}")
     check_arrays(msg.arrays, spec, where)
     a = msg.arrays
+    for key, arr in a.items():
+        if arr.dtype != np.float32:
+            raise MessageError(f"{where}: {key} has dtype {arr.dtype}, expected float32")
     for mod in ("image", "text"):
         parts = [f"summary/{mod}_{k}" for k in ("centroids", "counts", "hist")]
         present = [p in a for p in parts]
@@ -161,15 +178,31 @@ def check_upload(msg: Message, spec: dict[str, tuple], round_idx: int, clients: 
 
 def check_broadcast(msg: Message, spec: dict[str, tuple], n_public: int) -> int:
     """Validate a received broadcast (client side); return its round."""
+    if not isinstance(msg.meta, dict) or not isinstance(msg.arrays, dict):
+        raise MessageError("global state: meta and arrays must be mappings")
     r = msg.meta.get("round")
     if msg.kind != "broadcast" or isinstance(r, bool) or not isinstance(r, int) or r < 0:
-        raise MessageError(f"global state: expected a 'broadcast' message with a round, got {msg.kind!r} round {r!r}")
-    if not isinstance(msg.meta.get("students", []), list):
-        raise MessageError("global state: meta 'students' must be a list")
-    check_arrays(msg.arrays, spec, f"global state (round {r})")
+        raise MessageError(f"global state: expected a 'broadcast' message with a round, got {short_repr(msg.kind)} "
+                           f"round {short_repr(r)}")
+    students = msg.meta.get("students", [])
+    if not isinstance(students, list) or not all(isinstance(s, str) for s in students):
+        raise MessageError("global state: meta 'students' must be a list of client names")
+    where = f"global state (round {r})"
+    check_arrays(msg.arrays, spec, where)
     a = msg.arrays
+    for key in INDEX_KEYS:
+        if key in a and a[key].dtype != np.int64:
+            raise MessageError(f"{where}: {key} has dtype {a[key].dtype}, expected int64")
+    gv = [k for k in spec if k.startswith("gv/")]
+    if any(k in a for k in gv) and not all(k in a for k in gv):
+        raise MessageError(f"{where}: global vectors incomplete (missing {sorted(k for k in gv if k not in a)})")
+    if any(k in a for k in gv):
+        n = {k: len(a.get(k, ())) for k in gv}
+        if len({n.get("gv/pair_img"), n.get("gv/pair_txt"), n.get("gv/prototypes")}) > 1 \
+                or n.get("gv/hist_img") != n.get("gv/img_centers") or n.get("gv/hist_txt") != n.get("gv/txt_centers"):
+            raise MessageError(f"{where}: global vectors differ in length (pairs, prototypes, centers, histograms)")
     for key, bound in (("gv/pair_img", "gv/img_centers"), ("gv/pair_txt", "gv/txt_centers")):
-        if key in a and len(a[key]) and (a[key].min() < 0 or a[key].max() >= len(a[bound])):
+        if key in a and len(a[key]) and (a[key].min() < 0 or a[key].max() >= len(a.get(bound, ()))):
             raise MessageError(f"global state (round {r}): {key} indexes outside {bound}")
     for key in ("teacher/index", "public/index", "repkd/index"):
         if key in a and len(a[key]) and (a[key].min() < 0 or a[key].max() >= n_public):
@@ -183,10 +216,17 @@ def check_broadcast(msg: Message, spec: dict[str, tuple], n_public: int) -> int:
 
 
 def order_uploads(uploads: list[Message], clients: list[str]) -> tuple[list[Message], list[str]]:
-    """Uploads in federation order (the aggregation order every transport shares); duplicates dropped."""
+    """Uploads in federation order (the aggregation order every transport shares); duplicates and
+    uploads naming no client of the federation dropped, one problem line each."""
     rank = {name: i for i, name in enumerate(clients)}
-    seen, out, problems = set(), [], []
-    for u in sorted(uploads, key=lambda u: rank[u.meta["client"]]):
+    seen, out, problems, known = set(), [], [], []
+    for u in uploads:
+        name = u.meta.get("client") if isinstance(u.meta, dict) else None
+        if isinstance(name, str) and name in rank:
+            known.append(u)
+        else:
+            problems.append(f"{short_repr(name)}: upload from an unknown client ignored")
+    for u in sorted(known, key=lambda u: rank[u.meta["client"]]):
         if u.meta["client"] in seen:
             problems.append(f"{u.meta['client']}: duplicate upload ignored")
             continue

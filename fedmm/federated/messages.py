@@ -12,11 +12,17 @@ from pathlib import Path
 
 import numpy as np
 
-from fedmm.io import load_arrays, read_json, save_arrays, write_json
+from fedmm.io import MessageError, load_arrays, read_json, save_arrays, short_repr, write_json
+
+__all__ = ["MAX_INDEX_BYTES", "Message", "MessageError", "check_arrays", "short_repr"]
+
+MAX_INDEX_BYTES = 1 << 20   # a message's JSON index (kind, meta, array list) larger than this is refused
 
 
-class MessageError(ValueError):
-    """A received message is malformed (names the file and the problem)."""
+def _index_entry_ok(entry) -> bool:
+    """``[shape, dtype]`` with a list of non-negative integer sizes and a dtype name."""
+    return (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], list) and isinstance(entry[1], str)
+            and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in entry[0]))
 
 
 @dataclass
@@ -34,31 +40,45 @@ class Message:
 
     @classmethod
     def load(cls, stem: str | Path, kind: str | None = None) -> "Message":
+        """Read ``<stem>.json`` + ``<stem>.safetensors`` and check they agree (names, shapes, dtypes,
+        finite values); :class:`MessageError` naming the file and the problem otherwise."""
         stem = Path(stem)
         jpath, apath = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
         try:
-            header = read_json(jpath)
-            arrays = load_arrays(apath) if apath.exists() or header.get("arrays") else {}
+            header = read_json(jpath, MAX_INDEX_BYTES)
         except FileNotFoundError as exc:
             raise MessageError(f"{exc.filename}: missing") from exc
-        except Exception as exc:  # corrupt JSON or safetensors
-            raise MessageError(f"{stem}: unreadable message ({exc})") from exc
+        except OSError as exc:
+            raise MessageError(f"{jpath}: unreadable message ({exc.strerror or exc})") from exc
         if not isinstance(header, dict) or not isinstance(header.get("meta"), dict):
             raise MessageError(f"{jpath}: header must be an object with a 'meta' object")
-        if kind is not None and header.get("kind") != kind:
-            raise MessageError(f"{jpath}: expected a {kind!r} message, got {header.get('kind')!r}")
+        if not isinstance(header.get("kind"), str):
+            raise MessageError(f"{jpath}: header 'kind' must be a string, got {short_repr(header.get('kind'))}")
+        if kind is not None and header["kind"] != kind:
+            raise MessageError(f"{jpath}: expected a {kind!r} message, got {short_repr(header['kind'])}")
         index = header.get("arrays", {})
+        if not isinstance(index, dict) or not all(_index_entry_ok(e) for e in index.values()):
+            raise MessageError(f"{jpath}: header 'arrays' must map names to [shape, dtype]")
+        try:
+            arrays = load_arrays(apath) if apath.exists() or index else {}
+        except FileNotFoundError as exc:
+            raise MessageError(f"{exc.filename}: missing") from exc
+        except OSError as exc:
+            raise MessageError(f"{apath}: unreadable message ({exc.strerror or exc})") from exc
         if set(index) != set(arrays):
-            raise MessageError(f"{stem}: arrays {sorted(set(arrays) ^ set(index))} differ between index and data")
+            diff = sorted(set(arrays) ^ set(index))
+            raise MessageError(f"{stem}: arrays {short_repr(diff)} differ between index and data")
         for name, (shape, dtype) in index.items():
             a = arrays[name]
             if list(a.shape) != shape or str(a.dtype) != dtype:
-                raise MessageError(f"{apath}: {name} is {a.dtype}{list(a.shape)}, index says {dtype}{shape}")
+                raise MessageError(f"{apath}: {name[:100]} is {a.dtype}{list(a.shape)}, "
+                                   f"index says {dtype[:20]}{short_repr(shape)}")
         msg = cls(header["kind"], arrays, header["meta"])
         msg.check_finite(str(apath))
         return msg
 
     def check_finite(self, where: str = "message") -> None:
+        """Raise :class:`MessageError` when a float array holds NaN/Inf."""
         for name, a in self.arrays.items():
             if a.dtype.kind == "f" and not np.isfinite(a).all():
                 raise MessageError(f"{where}: array {name} has NaN/Inf values")
@@ -76,7 +96,9 @@ def check_arrays(arrays: dict[str, np.ndarray], expected: dict[str, tuple], wher
         raise MessageError(f"{where}: missing arrays {sorted(missing)}")
     for name, a in arrays.items():
         if name not in expected:
-            raise MessageError(f"{where}: unexpected array {name!r}")
+            raise MessageError(f"{where}: unexpected array {short_repr(name)}")
+        if not isinstance(a, np.ndarray):
+            raise MessageError(f"{where}: {name} is a {type(a).__name__}, not an array")
         shape = expected[name]
         if len(shape) != a.ndim or any(s is not None and s != n for s, n in zip(shape, a.shape)):
             raise MessageError(f"{where}: {name} has shape {list(a.shape)}, expected {list(shape)}")
