@@ -1,4 +1,4 @@
-"""``fedmm data``: generate the synthcxr benchmark and partition datasets into clients."""
+"""``fedmm data``: generate the synthcxr benchmark, import real layouts, partition datasets into clients."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,12 +9,14 @@ from rich.console import Console
 from rich.table import Table
 
 from fedmm.cli.errors import new_app, usage_errors
+from fedmm.cli.import_cmd import app as import_app
 from fedmm.data.manifest import ManifestError, load_manifest
 from fedmm.data.partition import MODES, PartitionConfig, partition_dataset
 from fedmm.data.synth import SYNTH_CLASSES, SynthConfig, generate_synthcxr
 from fedmm.data.tokenizer import train_wordpiece
 
 app = new_app(help="Dataset tools")
+app.add_typer(import_app, name="import")
 console = Console()
 MAX_ISSUES_SHOWN = 20
 

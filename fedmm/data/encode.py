@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .images import open_image
 from .manifest import ManifestData, Record, RowIssue
 
 _HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
@@ -51,8 +52,9 @@ class EncodedSplit:
 
 
 def load_image(path, size: int) -> np.ndarray:
-    """Decode an image file to grayscale uint8 [size, size]: pad to square (black), then resize."""
-    with Image.open(path) as im:
+    """Decode an image file (DICOM too, see :mod:`fedmm.data.images`) to grayscale uint8 [size, size]:
+    pad to square (black), then resize."""
+    with open_image(path) as im:
         im.load()
         if im.mode in _HIGH_DEPTH_MODES:   # 16-bit / float: rescale to 8 bit instead of clipping
             arr = np.asarray(im, dtype=np.float64)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from PIL import Image
+from .images import verify_image
 
 MANIFEST_NAME = "manifest.csv"
 BASE_COLUMNS = ("id", "image", "text")
@@ -92,8 +92,7 @@ def _check_image(path: Path, verify: bool) -> str | None:
         return f"image file not found: {path}"
     if verify:
         try:
-            with Image.open(path) as im:
-                im.verify()
+            verify_image(path)   # PIL header check; DICOM via pydicom
         except Exception as exc:  # PIL raises many types for corrupt files
             return f"unreadable image {path}: {type(exc).__name__}: {exc}"
     return None
