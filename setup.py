@@ -47,7 +47,7 @@ setup(
     description="Federated multimodal (image+text) learning with missing modalities",
     python_requires=">=3.11",
     packages=[
-        "fedmm", "fedmm.data", "fedmm.models", "fedmm.ops", "fedmm.federated",
+        "fedmm", "fedmm.data", "fedmm.models", "fedmm.ops", "fedmm.federated", "fedmm.federated.mechanisms",
         "fedmm.engines", "fedmm.engines.flower", "fedmm.deploy", "fedmm.kernels", "fedmm.cli",
     ],
     package_data={"fedmm.engines.flower": ["app/pyproject.toml"]},

@@ -16,7 +16,7 @@ Then, in the same process, each implementation is timed (median of
 forward+backward (gradients of every input and weight). Printed per row: ms,
 speed-up of Triton over eager and over torch.compile, achieved TFLOP/s and GB/s.
 
-FLOPs count the matmuls of DESIGN §4 (forward: Q, K, V, Wg, QK^T, AV, Wo, Ug;
+FLOPs count the matmuls of docs/ARCHITECTURE.md §4 (forward: Q, K, V, Wg, QK^T, AV, Wo, Ug;
 forward+backward = 3x forward). GB/s uses compulsory traffic only: forward reads
 xq, xkv, mask and the weights and writes out; forward+backward adds reading
 dout, xq, xkv and writing dxq, dxkv and the weight gradients.

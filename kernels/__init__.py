@@ -1,6 +1,6 @@
 """Triton kernels (installed as ``fedmm.kernels``).
 
-``gated_cross_attention_triton`` is the fused gated cross-attention of DESIGN §4
+``gated_cross_attention_triton`` is the fused gated cross-attention of docs/ARCHITECTURE.md §4
 (forward and backward). The kernels run on CUDA tensors, or on CPU tensors in
 Triton's interpreter when ``TRITON_INTERPRET=1`` was set before this package was
 first imported; ``INTERPRETED`` records which mode the kernels were built in.

@@ -8,7 +8,7 @@ Device side (``@triton.jit`` helpers inlined into the kernels):
   ``BLOCK_C``-row chunks of W, so no ``d x d`` weight tile is held at once.
 * :func:`attend_head` -- one head of softmax(Q K^T / sqrt(dh)) V for a block of
   query rows: online softmax over key blocks, key padding mask, rows with no
-  valid key give exactly 0 (DESIGN §4).
+  valid key give exactly 0 (docs/ARCHITECTURE.md §4).
 
 Layout conventions: activations are ``[B, L, d]`` with unit stride on the last
 axis (batch and row strides are passed in), weights are contiguous ``[d, d]``

@@ -1,4 +1,4 @@
-"""Fused forward kernel of gated cross-attention (DESIGN §4).
+"""Fused forward kernel of gated cross-attention (docs/ARCHITECTURE.md §4).
 
 One program per (batch element, block of query rows). For every head it
 projects Q_h = xq Wq[:, h] in-kernel, runs an online-softmax attention over the

@@ -77,7 +77,7 @@ class GatedCrossAttentionFunction(torch.autograd.Function):
 
 
 def gated_cross_attention_triton(xq, xkv, kv_mask, wq, wk, wv, wo, wg, ug, bg, heads: int):
-    """Fused gated cross-attention (DESIGN §4), differentiable in every tensor but ``kv_mask``.
+    """Fused gated cross-attention (docs/ARCHITECTURE.md §4), differentiable in every tensor but ``kv_mask``.
 
     xq [B, Lq, d], xkv [B, Lk, d], kv_mask [B, Lk] bool (True = valid key),
     wq, wk, wv, wo, wg, ug [d, d] (applied as ``x @ W``), bg [d]; one dtype among

@@ -1,4 +1,4 @@
-"""Client steps (DESIGN §5): train locally, score, summarise representations, upload."""
+"""Client steps (docs/ARCHITECTURE.md §5): train locally, score, summarise representations, upload."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,4 @@
-"""Server steps (DESIGN §5): aggregation, global K-Means, pairing, late fusion + calibration, teachers."""
+"""Server steps (docs/ARCHITECTURE.md §5): aggregation, global K-Means, pairing, late fusion + calibration, teachers."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -1,4 +1,4 @@
-"""Client-local encoders: MobileNetV3 for images, a small BERT for reports (DESIGN §4).
+"""Client-local encoders: MobileNetV3 for images, a small BERT for reports (docs/ARCHITECTURE.md §4).
 
 Both return *tokens*: images -> last feature map flattened [B, h*w, C];
 text -> last hidden states [B, L, H] (padding mask comes with the batch).

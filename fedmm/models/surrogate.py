@@ -1,4 +1,4 @@
-"""Global vectors published by the server and surrogate tokens for a missing modality (DESIGN §4)."""
+"""Global vectors published by the server and surrogate tokens for a missing modality (docs/ARCHITECTURE.md §4)."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,4 @@
-"""Weighted / robust aggregation of client buffers (DESIGN §8): ``fedmm._C`` or numpy.
+"""Weighted / robust aggregation of client buffers (docs/ARCHITECTURE.md §8): ``fedmm._C`` or numpy.
 
 A *buffer* is one client's flattened parameter group (1-D float32/float64 array, all of
 one length and dtype). ``masks[k] = False`` means client k did not train this group: its

@@ -1,4 +1,4 @@
-"""Linear assignment (DESIGN §8): ``fedmm._C`` Jonker-Volgenant fast path, scipy fallback.
+"""Linear assignment (docs/ARCHITECTURE.md §8): ``fedmm._C`` Jonker-Volgenant fast path, scipy fallback.
 
 Both backends follow :func:`scipy.optimize.linear_sum_assignment`: rectangular matrices
 either way, ``inf`` (``-inf`` when maximizing) marks a forbidden pair, NaN or a wrong-signed

@@ -1,4 +1,4 @@
-"""Gated cross-attention (DESIGN §4): reference implementations and dispatch.
+"""Gated cross-attention (docs/ARCHITECTURE.md §4): reference implementations and dispatch.
 
 Math (weights applied as ``x @ W``; ``dh = d / heads``)::
 

@@ -1,4 +1,4 @@
-"""Weighted K-Means (DESIGN §8): FAISS (GPU build if present, else CPU) or PyTorch Lloyd."""
+"""Weighted K-Means (docs/ARCHITECTURE.md §8): FAISS (GPU build if present, else CPU) or PyTorch Lloyd."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Reference gated cross-attention (naive and SDPA paths) and backend dispatch (DESIGN §4, §8)."""
+"""Reference gated cross-attention (naive and SDPA paths) and backend dispatch (docs/ARCHITECTURE.md §4, §8)."""
 from __future__ import annotations
 
 import pytest
