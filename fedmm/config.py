@@ -82,6 +82,24 @@ class FedConfig:
     calib_lr: float = 1e-3
     dp_clip: float = 0.0               # > 0: clip pooled vectors to this norm before clustering
     dp_noise: float = 0.0              # Gaussian noise multiplier on centroids (with dp_clip)
+    clip_norm: float = 0.0             # > 0: clip each client's update (all its federated tensors) to this L2 norm
+    clip_quantile: float = 0.0         # in (0, 1]: clip to this quantile of the round's update norms (adaptive)
+
+
+@dataclass
+class AttackConfig:
+    """Simulated hostile clients (fedmm/federated/attacks.py); kind none = off."""
+
+    kind: str = "none"                 # none | signflip | scale | noise | claims | logits | centroids
+    n: int = 0                         # attackers: the first n of a seeded order of the multimodal clients
+    clients: list = field(default_factory=list)   # attacker names (empty: the seeded choice, filled in at start)
+    scale: float = 10.0                # scale: upload = broadcast + scale * update
+    noise: float = 1.0                 # noise: Gaussian std = noise * RMS of the update
+    claim_n: int = 1_000_000           # claims: the n_train and n_val claimed
+    target_class: int = -1             # logits: class of the confident public logits (index mod C)
+    logit_margin: float = 10.0         # logits: that class's logit (the others 0)
+    centroid_scale: float = 100.0      # centroids: local centroids multiplied by this
+    count_scale: float = 100.0         # centroids: cluster counts and label histograms multiplied by this
 
 
 @dataclass
@@ -93,10 +111,12 @@ class RunConfig:
     threads: int = 0                   # CPU threads for torch (0 = library default; per worker: cores / workers)
     workers: int = 0                   # client processes on CPU (0 = one per core, 1 = all in this process)
     cache: str = ""                    # where generated data lives (default: $FEDMM_CACHE or ~/.cache/fedmm)
+    tracking: str = "tensorboard"      # tensorboard (event files in RUN_DIR/tensorboard/) | none
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     fed: FedConfig = field(default_factory=FedConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
 
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -16,6 +16,7 @@ from fedmm.data.manifest import load_manifest
 from fedmm.data.partition import PartitionConfig, PartitionError, partition_dataset
 from fedmm.data.synth import SynthConfig, generate_synthcxr
 from fedmm.data.tokenizer import load_tokenizer, train_wordpiece
+from fedmm.federated.attacks import resolve_attackers
 from fedmm.federated.client import ClientData
 
 
@@ -144,4 +145,5 @@ def prepare_federation(cfg, root: Path | None = None) -> Federation:
     if cfg.fed.strategy == "centralized":
         clients = [ClientData("central", 0, concat_splits([c.train for c in clients]),
                               concat_splits([c.val for c in clients]), public, classes, multilabel)]
+    resolve_attackers(cfg, [(c.name, c.modality) for c in clients])   # attack.*: fills cfg.attack.clients (off: no-op)
     return Federation(root, classes, multilabel, len(tok), clients, public, test, issues)

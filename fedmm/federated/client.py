@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from fedmm.data.encode import EncodedSplit
+from fedmm.federated.attacks import maybe_attack
 from fedmm.federated.messages import Message
 from fedmm.federated.strategies import Strategy
 from fedmm.federated.summary import summarize_vectors
@@ -218,4 +219,4 @@ def client_round(data: ClientData, broadcast: Message, cfg, strategy: Strategy, 
             "val_scores": {k: float(v) for k, v in scores.items()}, "n_val": len(data.val),
             "val_classes": val_classes, "train_loss": float(result.loss),
             "trained_groups": sorted(result.trained_groups), "modality": data.modality}
-    return Message("upload", arrays, meta)
+    return maybe_attack(Message("upload", arrays, meta), broadcast, cfg, data)   # attack.*: off by default

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from fedmm.federated.mechanisms import logit_kd, rep_kd
+from fedmm.federated.mechanisms import logit_kd, rep_kd, update_clipping
 from fedmm.federated.mechanisms.contribution import client_weights, effective_clients
 from fedmm.federated.messages import Message
 from fedmm.federated.strategies import Strategy
@@ -168,7 +168,11 @@ def server_round(state: ServerState, uploads: list[Message], strategy: Strategy,
         weights = client_weights(uploads, strategy.weighting, f.tau, n_classes)
         info["effective_clients"] = effective_clients(weights)
         info["weights"] = {u.meta["client"]: float(w) for u, w in zip(uploads, weights)}
-        shared = global_update(shared, uploads, method=f.aggregation, trim=f.trim, n_byzantine=f.n_byzantine,
+        combined = uploads
+        if update_clipping.enabled(f):   # fed.clip_norm / fed.clip_quantile (off by default)
+            combined, info["clipped"], info["clip_bound"] = update_clipping.clip_updates(
+                shared, uploads, float(f.clip_norm), float(f.clip_quantile))
+        shared = global_update(shared, combined, method=f.aggregation, trim=f.trim, n_byzantine=f.n_byzantine,
                                weights=weights)
     gv = None
     if strategy.prototypes:

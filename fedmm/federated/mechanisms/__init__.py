@@ -9,6 +9,7 @@
 | :mod:`.missing_views` | paired rows also classified with one modality hidden | — |
 | :mod:`.prox` | proximal term toward the broadcast weights | — |
 | :mod:`.contribution` | — | contribution weights of the uploads |
+| :mod:`.update_clipping` | — | each client's update clipped to an L2 bound before aggregation |
 
 Prototypes and surrogates (summaries, global K-Means, pairing, calibration) live in
 :mod:`fedmm.federated.summary`, :mod:`fedmm.federated.server` and
