@@ -14,6 +14,7 @@ from fedmm.cli.client_cmd import app as client_app
 from fedmm.cli.deploy_cmd import app as deploy_app
 from fedmm.cli.errors import new_app
 from fedmm.cli.predict_cmd import predict
+from fedmm.cli.report_cmd import report
 from fedmm.cli.run_cmd import run, sweep
 from fedmm.cli.server_cmd import app as server_app
 
@@ -31,6 +32,7 @@ def _root(debug: bool = typer.Option(False, "--debug", help="On an error show th
 app.command("run")(run)
 app.command("sweep")(sweep)
 app.command("predict")(predict)
+app.command("report")(report)
 
 try:  # the data command group lives in its own module
     from fedmm.cli.data_cmd import app as data_app

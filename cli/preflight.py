@@ -16,6 +16,7 @@ from fedmm.config import PRESETS, RunConfig, load_config, set_key, to_dict
 from fedmm.data.partition import MODES
 from fedmm.engines.local import check_checkpoint, load_run_config, resolve_device
 from fedmm.engines.prepare import partition_config
+from fedmm.engines.tracking import TRACKERS
 from fedmm.federated.strategies import STRATEGIES, strategy_from_config
 from fedmm.models.encoders import TEXT_SIZES
 from fedmm.ops.attention import ATTENTION_BACKENDS
@@ -128,6 +129,7 @@ def check_config(cfg: RunConfig, runs_here: bool = True) -> None:
     if m.heads < 1 or m.d % m.heads:
         raise usage_error(f"model.heads={m.heads} must divide model.d={m.d}")
     _choice(cfg.data.modalities, MODALITIES, "data.modalities")
+    _choice(cfg.tracking, TRACKERS, "tracking")
     _choice(cfg.data.partition, MODES, "data.partition")
     try:
         partition_config(cfg).validate()

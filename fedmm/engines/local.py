@@ -21,6 +21,7 @@ from fedmm.config import RunConfig, from_dict, to_toml
 from fedmm.engines.evaluate import evaluate_federation
 from fedmm.engines.prepare import Federation, prepare_federation
 from fedmm.engines.report import write_inference_files, write_outputs
+from fedmm.engines.tracking import Tracker
 from fedmm.engines.transport import FederationInfo, InProcessTransport, RoundFailed, upload_spec
 from fedmm.engines.workers import WorkerPool, plan_workers
 from fedmm.federated.client import build_model, stable_seed
@@ -245,7 +246,7 @@ def run_simulation(cfg: RunConfig, run_dir: Path, resume: bool = False, reporter
     (``flower_timeout`` bounds the whole Flower run).
     """
     transport = resolve_transport(transport, run_dir, resume, cfg.fed.strategy)
-    reporter = reporter or NullReporter()
+    reporter = Tracker(cfg, run_dir, reporter or NullReporter(), resume)   # TensorBoard files (cfg.tracking)
     device = resolve_device(cfg.device)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
@@ -262,7 +263,7 @@ def run_simulation(cfg: RunConfig, run_dir: Path, resume: bool = False, reporter
         latest = ctx.ckpt_dir / "latest.json"
         wall = float(read_json(latest).get("wall_s", 0.0)) if latest.exists() else 0.0
         results = evaluate_federation(fed, cfg, ctx.strategy, state, stores, device, pool)
-    return write_outputs(run_dir, cfg, results, wall)
+    return reporter.finish(write_outputs(run_dir, cfg, results, wall))
 
 
 def _run_transport(ctx: ServerContext, fed: Federation, transport: str, resume: bool, device, pool: WorkerPool,

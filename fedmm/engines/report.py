@@ -1,4 +1,4 @@
-"""Run outputs: summary.json (stable schema, DESIGN §7), per-client results, plots, tables."""
+"""Run outputs: summary.json (stable schema, docs/ARCHITECTURE.md §7), per-client results, plots, tables."""
 from __future__ import annotations
 
 import json
