@@ -182,12 +182,15 @@ class ServerContext:
             raise RoundFailed(f"round {r + 1}: only {len(uploads)} of {len(self.info.clients)} clients sent a valid "
                               f"upload, fewer than min_clients = {need}; the global state stays at round {r}")
         state, info = server_round(state, uploads, self.strategy, self.cfg, self.head, self.info.n_public)
+        clipped = {c["client"]: c["norm"] for c in info.get("clipped", [])}
         rows = [{"round": r, "client": u.meta["client"], "modality": u.meta["modality"],
                  "val_macro_f1": u.meta["val_score"], "train_loss": u.meta["train_loss"],
                  "n_train": u.meta["n_train"], "upload_bytes": int(sum(a.nbytes for a in u.arrays.values())),
                  "weight": info.get("weights", {}).get(u.meta["client"]),
                  "role": "student" if u.meta["client"] in info.get("students", [])
-                 else "teacher" if u.meta["client"] in info.get("teachers", []) else ""} for u in uploads]
+                 else "teacher" if u.meta["client"] in info.get("teachers", []) else "",
+                 **({"clipped_norm": clipped[u.meta["client"]]} if u.meta["client"] in clipped else {}),
+                 **({"attacker": True} if u.meta.get("attacker") else {})} for u in uploads]  # simulation label only
         scores = [u.meta["val_score"] for u in uploads]
         answered = {u.meta["client"] for u in uploads}
         missing = [c for c in self.info.clients if c not in answered]
@@ -195,7 +198,8 @@ class ServerContext:
                      "n_uploads": len(uploads), "effective_clients": info.get("effective_clients"),
                      "upload_bytes_mean": float(np.mean([sum(a.nbytes for a in u.arrays.values()) for u in uploads])),
                      "n_prototypes": 0 if state.gv is None else len(state.gv.pair_img),
-                     "wall_s": wall, **({"missing": missing} if missing else {})})
+                     "wall_s": wall, **({"missing": missing} if missing else {}),
+                     **({"clip_bound": info["clip_bound"]} if "clip_bound" in info else {})})
         append_jsonl(self.run_dir / "metrics.jsonl", rows)
         self.checkpoint(state, wall)
         info.pop("weights", None)

@@ -270,4 +270,10 @@ def test_smoke_federation_with_a_signflip_attacker_completes(tmp_path_factory):
     rows = metrics_rows(run)
     assert sum(r["client"] == "global" for r in rows) == ROUNDS and len(rows) == ROUNDS * 5
     assert len(rec.infos) == ROUNDS and all("clip_bound" in i and len(i["clipped"]) >= 1 for i in rec.infos)
+    # metrics.jsonl labels the attacker and every clipped upload (with its norm), and each round's bound
+    assert {r["client"] for r in rows if r.get("attacker")} == {attacker}
+    clipped_rows = [r for r in rows if "clipped_norm" in r]
+    bounds = {r["round"]: r["clip_bound"] for r in rows if r["client"] == "global"}
+    assert len(bounds) == ROUNDS and all(r["clipped_norm"] > bounds[r["round"]] for r in clipped_rows)
+    assert len(clipped_rows) == sum(len(i["clipped"]) for i in rec.infos)
     assert all(np.isfinite(a).all() for a in final_state(run).values())
