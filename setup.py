@@ -56,7 +56,8 @@ setup(
     cmdclass={"build_ext": CMakeBuild},
     install_requires=[
         "torch", "torchvision", "transformers", "tokenizers", "safetensors", "numpy", "scipy",
-        "faiss-cpu", "typer", "rich", "pillow", "pydicom", "defusedxml", "matplotlib", "tensorboard", "triton; platform_system=='Linux'",
+        "faiss-cpu", "typer", "rich", "pillow", "pydicom", "defusedxml", "matplotlib", "tensorboard", "dp-accounting",
+        "triton; platform_system=='Linux'",
     ],
     extras_require={
         "test": ["pytest", "pytest-benchmark", "hypothesis", "lap", "flwr>=1.42,<1.43", "cryptography"],

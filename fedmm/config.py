@@ -81,9 +81,16 @@ class FedConfig:
     calib_steps: int = 20
     calib_lr: float = 1e-3
     dp_clip: float = 0.0               # > 0: clip pooled vectors to this norm before clustering
-    dp_noise: float = 0.0              # Gaussian noise multiplier on centroids (with dp_clip)
+    dp_noise: float = 0.0              # noise on centroids (std dp_noise * dp_clip / count): no formal guarantee
     clip_norm: float = 0.0             # > 0: clip each client's update (all its federated tensors) to this L2 norm
     clip_quantile: float = 0.0         # in (0, 1]: clip to this quantile of the round's update norms (adaptive)
+    dp: str = "none"                   # none | client: client-level DP-FedAvg on the shared weights
+                                       # (fedmm/federated/mechanisms/client_dp.py; epsilon: federated/privacy.py)
+    dp_noise_multiplier: float = 1.0   # fed.dp=client: z, noise std z * dp_clip_norm / n on the averaged update
+    dp_clip_norm: float = 1.0          # fed.dp=client: C, each client's update clipped to this L2 norm
+    dp_delta: float = 1e-5             # fed.dp=client: the delta epsilon is reported at
+    dp_clients: int = 0                # fed.dp=client: n, clients expected per round (0 = data.n_clients)
+    dp_fresh_noise: bool = False       # fed.dp=client: noise seeded from the OS, not from (seed, round)
 
 
 @dataclass

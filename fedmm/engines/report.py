@@ -6,6 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
+from fedmm.federated.privacy import privacy_report
 from fedmm.io import write_json
 
 SCENARIOS = ("full", "image_only", "text_only")
@@ -20,6 +21,7 @@ def write_outputs(run_dir: Path, cfg, results: dict, wall_s: float) -> dict:
         "per_class_recall": results["per_class_recall"], "val": results.get("val", {}),
         "rounds_detail": "metrics.jsonl",
     }
+    summary["privacy"] = privacy_report(cfg)   # epsilon/delta under fed.dp=client, else "no formal guarantee"
     write_json(run_dir / "summary.json", summary)
     write_json(run_dir / "results_per_client.json", results["per_client"])
     try:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from fedmm.federated.mechanisms import logit_kd, rep_kd, update_clipping
+from fedmm.federated.mechanisms import client_dp, logit_kd, rep_kd, update_clipping
 from fedmm.federated.mechanisms.contribution import client_weights, effective_clients
 from fedmm.federated.messages import Message
 from fedmm.federated.strategies import Strategy
@@ -164,7 +164,10 @@ def server_round(state: ServerState, uploads: list[Message], strategy: Strategy,
     n_classes = head.classifier.net[-1].out_features
     shared = state.shared
     info: dict = {"n_uploads": len(uploads)}
-    if strategy.share:
+    if strategy.share and client_dp.enabled(f):   # fed.dp = client: DP-FedAvg (off by default)
+        shared, dp_info = client_dp.server_update(shared, uploads, strategy, cfg, r)
+        info.update(dp_info)
+    elif strategy.share:
         weights = client_weights(uploads, strategy.weighting, f.tau, n_classes)
         info["effective_clients"] = effective_clients(weights)
         info["weights"] = {u.meta["client"]: float(w) for u, w in zip(uploads, weights)}

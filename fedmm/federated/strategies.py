@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from fedmm.federated.mechanisms import client_dp
 from fedmm.federated.params import ShareSpec
 
 STRATEGIES = ("fedmm", "fedavg", "fedprox", "local", "centralized")
@@ -25,6 +26,16 @@ class Strategy:
 
 
 def strategy_from_config(cfg) -> Strategy:
+    """Build the strategy named by ``cfg.fed.strategy`` with the ablation switches applied
+    (:func:`base_strategy`); with ``fed.dp = client``, :func:`client_dp.dp_strategy` then
+    switches off what that mechanism does not protect."""
+    strategy = base_strategy(cfg)
+    if getattr(cfg.fed, "dp", "none") != "none":   # off by default
+        strategy = client_dp.dp_strategy(strategy, cfg)
+    return strategy
+
+
+def base_strategy(cfg) -> Strategy:
     """Build the strategy named by ``cfg.fed.strategy`` with the ablation switches applied.
 
     ``fedavg`` and ``fedprox`` federate everything a client trained (encoders too, per

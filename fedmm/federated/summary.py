@@ -1,4 +1,10 @@
-"""Client representation summaries: local K-Means centroids, counts and label histograms."""
+"""Client representation summaries: local K-Means centroids, counts and label histograms.
+
+These summaries carry no formal privacy guarantee: the optional clip + noise on centroids
+(``fed.dp_clip`` / ``fed.dp_noise``) leaves counts and histograms exact, and the K-Means
+assignment itself depends on every sample. With ``fed.dp = client`` they are not sent
+(fedmm/federated/mechanisms/client_dp.py).
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -13,8 +19,9 @@ def summarize_vectors(vectors: np.ndarray, labels: np.ndarray, n_classes: int, k
 
     Returns {"centroids": [k', d] float32, "counts": [k'] float32, "hist": [k', C] float32}.
     With ``dp_clip`` > 0 vectors are clipped to that L2 norm and, with ``dp_noise`` > 0,
-    Gaussian noise of std dp_noise * dp_clip / count is added to each centroid
-    (the sensitivity of a mean of clipped vectors). Per-sample vectors never leave.
+    Gaussian noise of std dp_noise * dp_clip / count is added to each centroid: noise on
+    centroids without a formal guarantee (the counts and histograms are exact, the cluster
+    assignment is data-dependent, and nothing accounts for it). Per-sample vectors never leave.
     """
     vectors = np.asarray(vectors, np.float32)
     d = vectors.shape[1]

@@ -10,6 +10,7 @@
 | :mod:`.prox` | proximal term toward the broadcast weights | — |
 | :mod:`.contribution` | — | contribution weights of the uploads |
 | :mod:`.update_clipping` | — | each client's update clipped to an L2 bound before aggregation |
+| :mod:`.client_dp` | — | DP-FedAvg (``fed.dp = client``): updates clipped, weights 1/n, Gaussian noise; epsilon in :mod:`fedmm.federated.privacy` |
 
 Prototypes and surrogates (summaries, global K-Means, pairing, calibration) live in
 :mod:`fedmm.federated.summary`, :mod:`fedmm.federated.server` and
