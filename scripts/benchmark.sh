@@ -17,8 +17,8 @@ case "$what" in
     $FEDMM sweep --strategies fedavg --seeds "$SEEDS" --out runs/bench-fedavg-dropout -c fed.baseline_dropout=true
     ;;
   ablations)
-    for switch in fed.missing_views=false fed.prototypes=false fed.calib_steps=20 fed.kd=true fed.rep_kd=false \
-                  fed.align=false fed.balance=false fed.bn=shared fed.bn=local fed.weighting=samples; do
+    for switch in fed.missing_views=false fed.align=false fed.rep_kd=false fed.balance=false fed.prototypes=false \
+                  model.surrogate_fill=both fed.kd=true fed.bn=shared fed.bn=local fed.weighting=samples; do
       $FEDMM sweep --strategies fedmm --seeds "$SEEDS" --out "runs/ablation-${switch//[.=]/-}" -c "$switch"
     done
     ;;
