@@ -118,7 +118,7 @@ def surrogate_filled(pred: Predictor, used_img: np.ndarray, used_txt: np.ndarray
     ``model.surrogate_fill`` allowing it), not by the learned missing token; as FedMMModel.classify."""
     if pred.gv is None or len(pred.gv.pair_img) == 0:
         return np.zeros(len(used_img), bool)
-    fill = getattr(pred.model.cfg, "surrogate_fill", "both")
+    fill = pred.model.cfg.surrogate_fill
     fill_img, fill_txt = fill in ("both", "image"), fill in ("both", "text")
     return (~used_img & fill_img) | (~used_txt & fill_txt)
 

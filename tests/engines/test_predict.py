@@ -119,7 +119,9 @@ def test_single_files_image_report_or_both(ref, fed, tmp_path):
         got = read_json(out)
         [row] = got["predictions"]
         assert row["id"] == "case-1" and row["modalities"] == used
-        assert row["surrogate"] is (used != "both")
+        fill = load_run_config(ref).model.surrogate_fill    # which missing modality surrogates fill
+        filled = {"image": fill in ("both", "text"), "text": fill in ("both", "image"), "both": False}[used]
+        assert row["surrogate"] is filled
         expected = _engine_probs(ref, fed, "client_2", views[used])[k]
         np.testing.assert_allclose([row[f"p_{c}"] for c in fed.classes], expected, atol=ATOL, rtol=0)
         assert got["skipped"] == [] and got["client"] == "client_2"
