@@ -3,30 +3,12 @@ import json
 
 import numpy as np
 import pytest
-from transport_cases import final_state, max_abs_diff, metrics_rows, reference_run, session_base, small_config
+from transport_cases import (Interrupt, KillMidRound, final_state, max_abs_diff, metrics_rows, reference_run,
+                             session_base, small_config)
 
 from fedmm.config import load_config
 from fedmm.engines.local import NullReporter, resolve_transport, run_simulation
 from fedmm.engines.prepare import prepare_federation
-
-
-class Interrupt(Exception):
-    pass
-
-
-class KillMidRound(NullReporter):
-    """Raises after ``after`` clients of round ``round`` finished: a crash in the middle of a round."""
-
-    def __init__(self, round_idx: int, after: int) -> None:
-        self.round_idx, self.after, self.r, self.done = round_idx, after, -1, 0
-
-    def start_round(self, r, total_rounds, n_clients):
-        self.r, self.done = r, 0
-
-    def client_done(self, name, meta):
-        self.done += 1
-        if self.r == self.round_idx and self.done == self.after:
-            raise Interrupt
 
 
 def _cfg(cache, out, name, *extra):

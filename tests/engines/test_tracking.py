@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from transport_cases import metrics_rows, reference_run, session_base, small_config
+from transport_cases import Interrupt, KillMidRound, metrics_rows, reference_run, session_base, small_config
 from typer.testing import CliRunner
 
 from fedmm.cli.app import app
@@ -83,30 +83,11 @@ def test_tracking_none_writes_no_event_files_and_changes_no_result(tmp_path_fact
         assert summary[section] == ref_summary[section]
 
 
-class Interrupt(Exception):
-    pass
-
-
-class KillInRound(NullReporter):
-    """Raises after ``after`` clients of round ``round_idx``: a crash in the middle of a round."""
-
-    def __init__(self, round_idx: int, after: int) -> None:
-        self.round_idx, self.after, self.r, self.done = round_idx, after, -1, 0
-
-    def start_round(self, r, total_rounds, n_clients):
-        self.r, self.done = r, 0
-
-    def client_done(self, name, meta):
-        self.done += 1
-        if self.r == self.round_idx and self.done == self.after:
-            raise Interrupt
-
-
 def test_resumed_run_appends_its_steps_without_duplicates(tmp_path_factory):
     base = session_base(tmp_path_factory)
     run_dir = base / "runs" / "tracked-crash"
     with pytest.raises(Interrupt):
-        run_simulation(small_config(base, "tracked-crash", "workers=1"), run_dir, reporter=KillInRound(1, 2))
+        run_simulation(small_config(base, "tracked-crash", "workers=1"), run_dir, reporter=KillMidRound(1, 2))
     before = read_scalars(run_dir / TB_DIR)
     assert before["global/val_macro_f1_mean"] and {s for s, _ in before["global/val_macro_f1_mean"]} == {0}
     run_simulation(small_config(base, "tracked-crash", "workers=1"), run_dir, resume=True)

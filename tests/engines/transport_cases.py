@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from fedmm.config import load_config
+from fedmm.engines.local import NullReporter
 from fedmm.io import load_arrays
 
 OVERRIDES = ["data.n_clients=4", "data.n_image_only=1", "data.n_text_only=1", "fed.rounds=2",
@@ -64,3 +65,22 @@ def max_abs_diff(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
 def metrics_rows(run_dir: Path) -> list[dict]:
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x]
     return [{k: v for k, v in r.items() if k != "wall_s"} for r in rows]
+
+
+class Interrupt(Exception):
+    pass
+
+
+class KillMidRound(NullReporter):
+    """Raises after ``after`` clients of round ``round_idx`` finished: a crash in the middle of a round."""
+
+    def __init__(self, round_idx: int, after: int) -> None:
+        self.round_idx, self.after, self.r, self.done = round_idx, after, -1, 0
+
+    def start_round(self, r, total_rounds, n_clients):
+        self.r, self.done = r, 0
+
+    def client_done(self, name, meta):
+        self.done += 1
+        if self.r == self.round_idx and self.done == self.after:
+            raise Interrupt
