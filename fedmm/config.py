@@ -70,6 +70,7 @@ class FedConfig:
     align: bool = True                 # cross-modal InfoNCE alignment of paired samples
     balance: bool = True               # logit-adjusted loss (each client's own label prior)
     missing_views: bool = True         # paired rows also trained with the image / the report hidden
+    server_lr: float = 1.0             # fedmm: global = broadcast + server_lr * averaged update
     prototypes: bool = True
     pairing: str = "hungarian"         # hungarian | random
     kd_threshold: float = -1.0         # < 0: median of the validation scores

@@ -23,7 +23,7 @@ from fedmm.federated.messages import MAX_INDEX_BYTES, Message, MessageError, che
 from fedmm.federated.train import VIEWS as MODALITY_VIEWS
 from fedmm.io import read_json, write_json
 
-MODALITIES = ("image_only", "text_only", "multimodal", "mixed")
+MODALITIES = ("image_only", "text_only", "multimodal", "mixed", "none")   # none: a site with no usable rows
 MAX_COUNT = 2**53                 # counts claimed in an upload's meta stay exact as floats
 INDEX_KEYS = ("gv/pair_img", "gv/pair_txt", "teacher/index", "public/index", "repkd/index")
 

@@ -36,6 +36,8 @@ class ClientData:
     @property
     def modality(self) -> str:
         img, txt = bool(self.train.has_image.any()), bool(self.train.has_text.any())
+        if not (img or txt):   # e.g. a report-only site when reports are hidden everywhere
+            return "none"
         both = bool((self.train.has_image & self.train.has_text).all())
         return "multimodal" if both else "image_only" if not txt else "text_only" if not img else "mixed"
 
@@ -145,7 +147,9 @@ def extract_representations(model: FedMMModel, split: EncodedSplit, device,
             for mod, has, pooled in (("image", hi, out.pooled_image), ("text", ht, out.pooled_text)):
                 vecs[mod].append(pooled[has].cpu().numpy())
                 labs[mod].append(split.labels[idx][has.cpu()].numpy())
-    return {m: (np.concatenate(vecs[m]), np.concatenate(labs[m])) for m in vecs}
+    d = model.head.d
+    return {m: (np.concatenate(vecs[m]) if vecs[m] else np.zeros((0, d), np.float32),
+                np.concatenate(labs[m]) if labs[m] else split.labels[:0].numpy()) for m in vecs}
 
 
 class ClientStore:

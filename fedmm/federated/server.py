@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from fedmm.federated.mechanisms import client_dp, logit_kd, rep_kd, update_clipping
+from fedmm.federated.mechanisms import client_dp, logit_kd, rep_kd, server_lr, update_clipping
 from fedmm.federated.mechanisms.contribution import client_weights, effective_clients
 from fedmm.federated.messages import Message
 from fedmm.federated.strategies import Strategy
@@ -177,6 +177,8 @@ def server_round(state: ServerState, uploads: list[Message], strategy: Strategy,
                 shared, uploads, float(f.clip_norm), float(f.clip_quantile))
         shared = global_update(shared, combined, method=f.aggregation, trim=f.trim, n_byzantine=f.n_byzantine,
                                weights=weights)
+        if server_lr.enabled(strategy.server_lr):   # fed.server_lr (fedmm; 1 = plain averaging)
+            shared = server_lr.server_step(state.shared, shared, strategy.server_lr)
     gv = None
     if strategy.prototypes:
         head.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in shared.items()

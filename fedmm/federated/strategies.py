@@ -22,6 +22,7 @@ class Strategy:
     align: bool = False    # cross-modal alignment term
     balance: bool = False  # logit-adjusted task loss
     missing_views: bool = False  # image-only and text-only views of paired rows as extra objectives
+    server_lr: float = 1.0       # server step on the averaged update (1 = FedAvg)
     spec: ShareSpec = field(default_factory=ShareSpec)   # which tensors are federated
 
 
@@ -49,7 +50,7 @@ def base_strategy(cfg) -> Strategy:
     base_dropout = dropout if f.baseline_dropout else 0.0
     if name == "fedmm":
         return Strategy(name, True, f.kd, f.prototypes, dropout, f.weighting, rep_kd=f.rep_kd, align=f.align,
-                        balance=f.balance, missing_views=f.missing_views, spec=spec)
+                        balance=f.balance, missing_views=f.missing_views, server_lr=f.server_lr, spec=spec)
     if name in ("fedavg", "centralized"):
         return Strategy(name, True, False, False, base_dropout, "samples", spec=spec)
     if name == "fedprox":

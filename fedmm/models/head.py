@@ -12,7 +12,9 @@ import torch.nn as nn
 
 from fedmm.ops import gated_cross_attention
 
-GROUPS = ("image_adapter", "text_adapter", "missing_image", "missing_text", "fusion", "classifier", "align")
+GROUPS = ("image_adapter", "text_adapter", "missing_image", "missing_text", "fusion", "classifier", "align",
+          "unimodal")
+UNIMODAL_HEADS = ("none", "image", "text", "both", "late")
 
 
 def masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -52,11 +54,12 @@ class GatedCrossAttention(nn.Module):
 
 
 class FusionClassifier(nn.Module):
-    """MLP on the integrated representation R [B, 2d] -> logits [B, C]."""
+    """MLP on the integrated representation R [B, in_dim] (default 2d) -> logits [B, C]."""
 
-    def __init__(self, d: int, n_classes: int, hidden: int = 256, dropout: float = 0.1) -> None:
+    def __init__(self, d: int, n_classes: int, hidden: int = 256, dropout: float = 0.1, in_dim: int = 0) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(2 * d, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, n_classes))
+        self.net = nn.Sequential(nn.Linear(in_dim or 2 * d, hidden), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden, n_classes))
 
     def forward(self, r: torch.Tensor) -> torch.Tensor:
         return self.net(r)
@@ -66,10 +69,12 @@ class SharedHead(nn.Module):
     """Everything the federation shares; the server holds one of these (no encoders)."""
 
     def __init__(self, image_dim: int, text_dim: int, n_classes: int, d: int = 128, heads: int = 4,
-                 fusion: str = "gated", attention_backend: str = "auto") -> None:
+                 fusion: str = "gated", attention_backend: str = "auto", unimodal: str = "none") -> None:
         super().__init__()
         if fusion not in ("gated", "concat"):
             raise ValueError(f"fusion must be 'gated' or 'concat', got {fusion!r}")
+        if unimodal not in UNIMODAL_HEADS:
+            raise ValueError(f"model.unimodal_heads must be one of {UNIMODAL_HEADS}, got {unimodal!r}")
         self.d, self.fusion_kind = d, fusion
         self.image_adapter = Adapter(image_dim, d)
         self.text_adapter = Adapter(text_dim, d)
@@ -81,6 +86,12 @@ class SharedHead(nn.Module):
         # projection heads of the cross-modal alignment (CLIP-style): image and report are pulled
         # together in this space, so the adapters keep what only one modality knows
         self.align = nn.ModuleDict({"image": nn.Linear(d, d), "text": nn.Linear(d, d)})
+        # uni-modal classifiers on the pooled adapter vector [B, d]: rows holding only that modality
+        # are classified by them instead of by the fusion path (model.unimodal_heads)
+        # ("late": both heads, and their logits are also added to the fused logits of paired rows)
+        self.late_fusion = unimodal == "late"
+        kinds = {"none": (), "image": ("image",), "text": ("text",)}.get(unimodal, ("image", "text"))
+        self.unimodal = nn.ModuleDict({m: FusionClassifier(d, n_classes, in_dim=d) for m in kinds})
 
     def project(self, pooled: torch.Tensor, modality: str) -> torch.Tensor:
         """Pooled adapter vectors [B, d] -> the shared alignment space [B, d]."""

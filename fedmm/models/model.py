@@ -26,6 +26,8 @@ class ModelConfig:
     surrogate_temperature: float = 0.1
     surrogate_fill: str = "image"      # which missing modality surrogates fill: both | image | text | none
                                        # (the others get the learned missing token)
+    unimodal_heads: str = "none"       # none | image | text | both: rows with only that modality are
+                                       # classified by a uni-modal head on its pooled vector
     modality_dropout: float = 0.3
     common_init: bool = True           # all clients' encoders start from the same random weights
     attention_backend: str = "auto"
@@ -62,7 +64,7 @@ class FedMMModel(nn.Module):
         self.image_encoder = ImageEncoder(cfg.image_arch, cfg.image_weights or None)
         self.text_encoder = TextEncoder(vocab_size, cfg.text_size, cfg.text_model or None, max_len)
         self.head = SharedHead(self.image_encoder.out_dim, self.text_encoder.out_dim, n_classes, cfg.d,
-                               cfg.heads, cfg.fusion, cfg.attention_backend)
+                               cfg.heads, cfg.fusion, cfg.attention_backend, cfg.unimodal_heads)
 
     def _fill_missing(self, present_tokens, present, other_pooled, missing_token, gv_src, gv_dst):
         """Tokens [B, L, d] + mask [B, L]: real tokens where present, else surrogates/missing token."""
@@ -115,7 +117,15 @@ class FedMMModel(nn.Module):
         Lt = enc.text.shape[1]
         txt_mask = torch.where(has_txt[:, None], F.pad(txt_valid, (0, txt_seq.shape[1] - Lt)), txt_fill_mask)
         r = self.head.fuse(img_seq, img_mask, txt_seq, txt_mask)  # [B, 2d]
-        return Forward(self.head.classifier(r), pooled_img, pooled_txt, has_img, has_txt)
+        logits = self.head.classifier(r)  # [B, C]
+        if self.head.late_fusion:
+            both = (has_img & has_txt)[:, None]
+            logits = torch.where(both, logits + self.head.unimodal["image"](pooled_img)
+                                 + self.head.unimodal["text"](pooled_txt), logits)
+        for mod, pooled, only in (("image", pooled_img, has_img & ~has_txt), ("text", pooled_txt, has_txt & ~has_img)):
+            if mod in self.head.unimodal and bool(only.any()):
+                logits = torch.where(only[:, None], self.head.unimodal[mod](pooled), logits)
+        return Forward(logits, pooled_img, pooled_txt, has_img, has_txt)
 
     def forward(self, batch: dict, gv: GlobalVectors | None = None, modality_dropout: float = 0.0,
                 generator: torch.Generator | None = None) -> Forward:

@@ -108,3 +108,12 @@ def test_batchnorm_statistics_pass_after_the_last_round(cache, tmp_path):
     assert stats and all(param_group(k[len("shared/"):]) == "image_encoder" for k in stats)
     assert all(not np.array_equal(a[k], b[k]) for k in stats)
     assert all(np.array_equal(a[k], b[k]) for k in a if k not in stats)
+
+
+def test_one_modality_hidden_everywhere_runs(cache, tmp_path):
+    """With the reports hidden (complementarity study) the text-only sites hold no rows: they
+    upload no summaries, and the federation still trains and evaluates."""
+    cfg = _cfg(cache, tmp_path, "img", "fed.rounds=1", "data.modalities=image")
+    summary = run_simulation(cfg, tmp_path / "img")
+    assert summary["test"]["image_only"]["macro_auroc"] > 0.5      # chance is 0.5
+    assert "text_only" not in summary["client_types"]

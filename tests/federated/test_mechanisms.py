@@ -6,6 +6,7 @@ import torch
 from fedmm.federated.mechanisms.alignment import info_nce
 from fedmm.federated.mechanisms.balance import log_prior, logit_adjustment
 from fedmm.federated.mechanisms.contribution import cap_weights, client_weights, effective_clients
+from fedmm.federated.mechanisms import server_lr
 from fedmm.federated.mechanisms.rep_kd import global_representations
 from fedmm.federated.messages import Message
 
@@ -93,3 +94,20 @@ def test_missing_views_term_is_the_cross_entropy_of_both_hidden_views():
     assert got.item() == pytest.approx(0.5 * expect.item(), rel=1e-6)
     unpaired = {**batch, "has_text": torch.zeros(n, dtype=torch.bool)}
     assert MissingViewsTerm(0.5)(model, unpaired, model(unpaired), None, None) is None
+
+
+def test_server_lr_extrapolates_weights_and_averages_statistics():
+    rng = np.random.default_rng(7)
+    old = {"w": rng.standard_normal((3, 4)).astype(np.float32), "bn.running_var": np.ones(4, np.float32),
+           "bn.num_batches_tracked": np.array(5, np.int64)}
+    new = {"w": rng.standard_normal((3, 4)).astype(np.float32), "bn.running_var": np.full(4, 0.5, np.float32),
+           "bn.num_batches_tracked": np.array(9, np.int64)}
+    got = server_lr.server_step(old, new, 2.5)
+    want = old["w"].astype(np.float64) + 2.5 * (new["w"].astype(np.float64) - old["w"])
+    np.testing.assert_allclose(got["w"], want, rtol=1e-6)
+    assert got["w"].dtype == np.float32
+    np.testing.assert_array_equal(got["bn.running_var"], new["bn.running_var"])   # statistics: averaged only
+    assert got["bn.num_batches_tracked"] == 9
+    same = server_lr.server_step(old, new, 1.0)
+    np.testing.assert_allclose(same["w"], new["w"], rtol=1e-6)
+    assert not server_lr.enabled(1.0) and server_lr.enabled(2.0)

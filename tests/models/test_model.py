@@ -161,3 +161,32 @@ def test_image_encoder_batchnorm_statistics_settle_within_a_client_sized_budget(
         mean, std = x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3))
         worst = max(worst, float(((bn.running_mean.double() - mean).abs() / (mean.abs() + std + 1e-6)).max()))
     assert worst < 0.05, worst  # 0.9**40 = 1.5% of the initial gap remains
+
+
+@pytest.mark.parametrize("heads", ["image", "text", "both", "late"])
+def test_unimodal_heads_classify_rows_holding_only_their_modality(heads):
+    model = _model(unimodal_heads=heads).eval()
+    plain = _model().eval()   # same seed: identical encoders, adapters and fusion
+    batch = _batch()
+    out, ref = model(batch, None), plain(batch, None)
+    img_only = batch["has_image"] & ~batch["has_text"]
+    txt_only = batch["has_text"] & ~batch["has_image"]
+    both = batch["has_image"] & batch["has_text"]
+    uni = model.head.unimodal
+    with torch.no_grad():
+        for mod, rows, pooled in (("image", img_only, out.pooled_image), ("text", txt_only, out.pooled_text)):
+            if mod in uni:
+                torch.testing.assert_close(out.logits[rows], uni[mod](pooled[rows]))
+            else:
+                torch.testing.assert_close(out.logits[rows], ref.logits[rows])
+        if heads == "late":   # paired rows: fused logits + both uni-modal heads' logits
+            late = ref.logits[both] + uni["image"](out.pooled_image[both]) + uni["text"](out.pooled_text[both])
+            torch.testing.assert_close(out.logits[both], late)
+        else:
+            torch.testing.assert_close(out.logits[both], ref.logits[both])
+    assert {param_group(k) for k in model.head.state_dict()} >= {"unimodal"}
+
+
+def test_unimodal_heads_reject_unknown_values():
+    with pytest.raises(ValueError, match="unimodal_heads"):
+        _model(unimodal_heads="images")
