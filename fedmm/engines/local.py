@@ -199,7 +199,9 @@ class ServerContext:
                      "upload_bytes_mean": float(np.mean([sum(a.nbytes for a in u.arrays.values()) for u in uploads])),
                      "n_prototypes": 0 if state.gv is None else len(state.gv.pair_img),
                      "wall_s": wall, **({"missing": missing} if missing else {}),
-                     **({"clip_bound": info["clip_bound"]} if "clip_bound" in info else {})})
+                     **({"clip_bound": info["clip_bound"]} if "clip_bound" in info else {}),
+                     **({"teachers": info["teachers"]} if "teachers" in info else {}),
+                     "robust": info.get("robust", [])})   # claims bounds that bit (mechanisms/claims.py)
         append_jsonl(self.run_dir / "metrics.jsonl", rows)
         self.checkpoint(state, wall)
         info.pop("weights", None)

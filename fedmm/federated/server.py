@@ -7,7 +7,8 @@ import numpy as np
 import torch
 
 from fedmm.federated.mechanisms import client_dp, logit_kd, rep_kd, server_lr, update_clipping
-from fedmm.federated.mechanisms.contribution import client_weights, effective_clients
+from fedmm.federated.mechanisms.claims import bounded_summaries, check_sizes
+from fedmm.federated.mechanisms.contribution import client_weights, effective_clients, weights_and_events
 from fedmm.federated.messages import Message
 from fedmm.federated.strategies import Strategy
 from fedmm.federated.params import ENCODER_GROUPS, param_group
@@ -85,13 +86,17 @@ def _js_divergence(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     return 0.5 * kl(p[:, None], m) + 0.5 * kl(q[None], m)
 
 
-def _global_centers(uploads: list[Message], mod: str, k: int, seed: int, n_classes: int):
-    cents = [u.arrays[f"summary/{mod}_centroids"] for u in uploads if f"summary/{mod}_centroids" in u.arrays]
-    if not cents or sum(len(c) for c in cents) == 0:
+def _global_centers(uploads: list[Message], mod: str, k: int, seed: int, n_classes: int,
+                    allowed: dict[str, float] | None = None, events: list | None = None):
+    """Server step 2 for ``mod``: weighted K-Means over the uploaded centroids after the count cap
+    (``allowed``: client -> bound on its counts) and the norm check of
+    :func:`~fedmm.federated.mechanisms.claims.bounded_summaries` (their events appended to ``events``).
+    Returns (centers [k', d], label histograms [k', C]) or None without centroids."""
+    x, counts, hists, found = bounded_summaries(uploads, mod, allowed)
+    if events is not None:
+        events += found
+    if x is None or len(x) == 0:
         return None
-    x = np.concatenate(cents)
-    counts = np.concatenate([u.arrays[f"summary/{mod}_counts"] for u in uploads if f"summary/{mod}_counts" in u.arrays])
-    hists = np.concatenate([u.arrays[f"summary/{mod}_hist"] for u in uploads if f"summary/{mod}_hist" in u.arrays])
     centers, assign = kmeans(x, k, weights=counts, seed=seed % (2**31))
     hist = np.zeros((len(centers), n_classes), np.float32)
     np.add.at(hist, assign, hists)
@@ -141,10 +146,12 @@ def calibrate(head: SharedHead, gv: GlobalVectors, steps: int, lr: float, balanc
 
 
 def run_clustering_and_fusion(uploads: list[Message], head: SharedHead, fcfg, n_classes: int,
-                              seed: int, balanced: bool = False) -> GlobalVectors | None:
-    """Server steps 2-4 on ``head`` (already holding the aggregated weights; calibrated in place)."""
-    gi = _global_centers(uploads, "image", fcfg.n_centers, seed, n_classes)
-    gt = _global_centers(uploads, "text", fcfg.n_centers, seed + 1, n_classes)
+                              seed: int, balanced: bool = False, allowed: dict[str, float] | None = None,
+                              events: list | None = None) -> GlobalVectors | None:
+    """Server steps 2-4 on ``head`` (already holding the aggregated weights; calibrated in place).
+    ``allowed`` / ``events``: as for :func:`_global_centers`."""
+    gi = _global_centers(uploads, "image", fcfg.n_centers, seed, n_classes, allowed, events)
+    gt = _global_centers(uploads, "text", fcfg.n_centers, seed + 1, n_classes, allowed, events)
     if gi is None or gt is None:
         return None
     (ci, hi), (ct, ht) = gi, gt
@@ -159,16 +166,21 @@ def run_clustering_and_fusion(uploads: list[Message], head: SharedHead, fcfg, n_
 
 def server_round(state: ServerState, uploads: list[Message], strategy: Strategy, cfg, head: SharedHead,
                  n_public: int) -> tuple[ServerState, dict]:
-    """All server steps for one round; returns the new state and round metrics."""
+    """All server steps for one round; returns the new state and round metrics.
+
+    The metrics hold ``robust``: every exclusion or down-weighting of a claim this round
+    (:mod:`fedmm.federated.mechanisms.claims`), a list of {"client", "what", "reason"}."""
     f, r, seed = cfg.fed, state.round, int(cfg.seed)
     n_classes = head.classifier.net[-1].out_features
     shared = state.shared
-    info: dict = {"n_uploads": len(uploads)}
+    sizes = check_sizes(uploads)                  # bounded n_train / n_val claims, untrusted clients
+    info: dict = {"n_uploads": len(uploads), "robust": []}
     if strategy.share and client_dp.enabled(f):   # fed.dp = client: DP-FedAvg (off by default)
         shared, dp_info = client_dp.server_update(shared, uploads, strategy, cfg, r)
         info.update(dp_info)
     elif strategy.share:
-        weights = client_weights(uploads, strategy.weighting, f.tau, n_classes)
+        weights, events = weights_and_events(uploads, strategy.weighting, f.tau, n_classes, sizes)
+        info["robust"] += events
         info["effective_clients"] = effective_clients(weights)
         info["weights"] = {u.meta["client"]: float(w) for u, w in zip(uploads, weights)}
         combined = uploads
@@ -185,12 +197,16 @@ def server_round(state: ServerState, uploads: list[Message], strategy: Strategy,
                               if param_group(k) not in ENCODER_GROUPS})
         with torch.random.fork_rng(devices=[]):  # calibration uses dropout: make it a function of the round
             torch.manual_seed(seed * 7919 + r)
-            gv = run_clustering_and_fusion(uploads, head, f, n_classes, seed * 7919 + r, strategy.balance)
+            allowed = {u.meta["client"]: float(n) for u, n in zip(uploads, sizes.n_train)}
+            gv = run_clustering_and_fusion(uploads, head, f, n_classes, seed * 7919 + r, strategy.balance,
+                                           allowed, info["robust"])
         if gv is not None:
             shared = {**shared, **{k: v.detach().numpy().copy() for k, v in head.state_dict().items()}}
     new = ServerState(r + 1, shared, gv)
     if strategy.kd:
-        teachers, students, probs = logit_kd.select_teachers(uploads, f.kd_threshold, cfg.train.kd_temperature)
+        teachers, students, probs, events = logit_kd.choose_teachers(uploads, f.kd_threshold,
+                                                                     cfg.train.kd_temperature, sizes.untrusted)
+        info["robust"] += events
         if probs and state.public_index is not None:
             new.published["teacher/index"] = state.public_index
             new.published.update({f"teacher/{v}_probs": p for v, p in probs.items()})

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from fedmm.data.encode import EncodedSplit
+from fedmm.federated.mechanisms.balance import adjusted_logits
 from fedmm.models.model import FedMMModel
 from fedmm.models.surrogate import GlobalVectors
 
@@ -62,7 +63,7 @@ def train_local(model: FedMMModel, train: EncodedSplit, tcfg, *, generator: torc
         for start in range(0, len(order), tcfg.batch_size):
             batch = make_batch(train, order[start:start + tcfg.batch_size], device)
             out = model(batch, gv, modality_dropout, generator)
-            logits = out.logits if adjust is None else out.logits + adjust
+            logits = adjusted_logits(out.logits, adjust, out.has_image, out.has_text, tcfg.balance_paired)
             loss = _task_loss(logits, batch["labels"], multilabel)
             for term in terms:
                 extra = term(model, batch, out, gv, generator)

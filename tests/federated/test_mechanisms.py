@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fedmm.federated.mechanisms.alignment import info_nce
-from fedmm.federated.mechanisms.balance import log_prior, logit_adjustment
+from fedmm.federated.mechanisms.balance import adjusted_logits, log_prior, logit_adjustment
 from fedmm.federated.mechanisms.contribution import cap_weights, client_weights, effective_clients
 from fedmm.federated.mechanisms import server_lr
 from fedmm.federated.mechanisms.rep_kd import global_representations
@@ -111,3 +111,15 @@ def test_server_lr_extrapolates_weights_and_averages_statistics():
     same = server_lr.server_step(old, new, 1.0)
     np.testing.assert_allclose(same["w"], new["w"], rtol=1e-6)
     assert not server_lr.enabled(1.0) and server_lr.enabled(2.0)
+
+
+def test_balance_paired_false_adjusts_only_single_modality_rows():
+    g = torch.Generator().manual_seed(3)
+    logits, adjust = torch.randn(4, 3, generator=g), torch.randn(3, generator=g)
+    has_img, has_txt = torch.tensor([1, 1, 0, 1]), torch.tensor([1, 0, 1, 1])
+    everywhere = adjusted_logits(logits, adjust, has_img, has_txt, paired=True)
+    torch.testing.assert_close(everywhere, logits + adjust)
+    single = adjusted_logits(logits, adjust, has_img, has_txt, paired=False)
+    torch.testing.assert_close(single[[0, 3]], logits[[0, 3]])          # image + report: raw
+    torch.testing.assert_close(single[[1, 2]], logits[[1, 2]] + adjust)  # one modality: adjusted
+    assert adjusted_logits(logits, None, has_img, has_txt) is logits

@@ -9,6 +9,7 @@
 | :mod:`.missing_views` | paired rows also classified with one modality hidden | — |
 | :mod:`.prox` | proximal term toward the broadcast weights | — |
 | :mod:`.contribution` | — | contribution weights of the uploads |
+| :mod:`.claims` | — | bounds on self-reported sizes, teacher eligibility and K-Means summaries; their events |
 | :mod:`.update_clipping` | — | each client's update clipped to an L2 bound before aggregation |
 | :mod:`.client_dp` | — | DP-FedAvg (``fed.dp = client``): updates clipped, weights 1/n, Gaussian noise; epsilon in :mod:`fedmm.federated.privacy` |
 

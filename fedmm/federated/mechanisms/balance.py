@@ -6,6 +6,12 @@ cross-entropy), ``prior`` being the label frequencies of its own training split
 rare classes are not drowned by a site's majority class, and clients whose label
 distributions differ (label skew) learn classifiers that agree, so averaging them
 is meaningful. Inference uses the raw logits.
+
+``train.balance_paired = false`` adjusts only rows that hold one modality (image-only and
+report-only rows and views): where the evidence is weak, balanced posteriors spread the
+predictions over the rare classes, while rows with both modalities keep prior-calibrated
+posteriors (two classes that only a faint image sign tells apart are then not decided
+by the balancing alone).
 """
 from __future__ import annotations
 
@@ -27,3 +33,15 @@ def logit_adjustment(labels: torch.Tensor, n_classes: int, tau: float, multilabe
     if tau <= 0 or multilabel or len(labels) == 0:
         return None
     return tau * log_prior(labels, n_classes)
+
+
+def adjusted_logits(logits: torch.Tensor, adjust: torch.Tensor | None, has_image: torch.Tensor,
+                    has_text: torch.Tensor, paired: bool = True) -> torch.Tensor:
+    """``logits`` [B, C] + ``adjust`` [C] on the rows it applies to (all, or with ``paired``
+    false only rows holding a single modality)."""
+    if adjust is None:
+        return logits
+    if paired:
+        return logits + adjust
+    single = (has_image.bool() ^ has_text.bool()).to(logits.dtype)[:, None]  # [B, 1]
+    return logits + single * adjust

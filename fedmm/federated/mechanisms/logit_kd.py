@@ -7,15 +7,23 @@ labels of the view it has itself: a text-only student from the teachers' text-on
 predictions, not from what they predict with the image in hand.
 
 Server half: per view, the clients whose validation score on that view is at or above
-the median of that view's candidates are its teachers; their softened probabilities,
-weighted by score, are the view's soft labels for the next round. Students are the
-clients below the median of their own view.
+the median of that view's eligible candidates are its teachers; their softened
+probabilities, weighted by score, are the view's soft labels for the next round.
+Students are the clients below the median of their own view. Scores are claims, so two
+kinds of candidate are not eligible (each exclusion is a ``teacher`` event of
+:mod:`~fedmm.federated.mechanisms.claims`): a client whose size claims the round
+found implausible (``untrusted``), and a client whose softened public probabilities are
+farther (mean KL(consensus || client)) from the per-row median of the view's candidates
+than ``median + K_LOGIT x scale`` of the round's distances (checked with at least
+``MIN_CONSENSUS`` candidates). Both learn as students of their own view instead.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+from fedmm.federated.mechanisms.claims import (K_LOGIT, KL_FLOOR, MIN_CONSENSUS, consensus_distances, event,
+                                               upper_outliers)
 from fedmm.federated.train import VIEWS, kd_loss, make_batch, own_view, predict_rows
 
 
@@ -60,23 +68,45 @@ def view_score(upload, view: str) -> float:
     return float(upload.meta.get("val_scores", {}).get(view, upload.meta["val_score"]))
 
 
-def select_teachers(uploads: list, threshold: float, temperature: float):
-    """Per view: teachers at or above the median score (``threshold`` if >= 0), s-weighted soft labels.
+def choose_teachers(uploads: list, threshold: float, temperature: float, untrusted: dict[str, str] | None = None):
+    """Per view: eligible teachers at or above the median score (``threshold`` if >= 0), s-weighted soft labels.
 
-    Returns (teachers {view: [names]}, students [names], probs {view: [M, C]}).
+    ``untrusted``: client -> reason (:func:`~fedmm.federated.mechanisms.claims.check_sizes`).
+    Returns (teachers {view: [names]}, students [names], probs {view: [M, C]}, events [dict]).
     """
-    teachers, probs, students = {}, {}, []
+    untrusted = untrusted or {}
+    teachers, probs, students, events = {}, {}, [], []
     for view in VIEWS:
         cands = [u for u in uploads if f"public/{view}_logits" in u.arrays]
         if not cands:
             continue
+        names = [u.meta["client"] for u in cands]
         s = np.array([view_score(u, view) for u in cands])
-        thr = float(np.median(s)) if threshold < 0 else threshold
-        chosen = [(u, sk) for u, sk in zip(cands, s) if sk >= thr]
-        w = np.array([max(sk, 1e-6) for _, sk in chosen])
-        soft = sum(wk * torch.softmax(torch.from_numpy(u.arrays[f"public/{view}_logits"]) / temperature, -1).numpy()
-                   for wk, (u, _) in zip(w, chosen)) / w.sum()
-        teachers[view], probs[view] = [u.meta["client"] for u, _ in chosen], soft.astype(np.float32)
-        students += [u.meta["client"] for u, sk in zip(cands, s)
-                     if sk < thr and own_view(u.meta.get("modality", "multimodal")) == view]
-    return teachers, students, probs
+        p = [torch.softmax(torch.from_numpy(u.arrays[f"public/{view}_logits"]) / temperature, -1).numpy()
+             for u in cands]                                                      # each [M, C]
+        dist = consensus_distances(np.stack(p)) if p[0].size else np.zeros(len(cands))   # [N]
+        far, bound = upper_outliers(dist, K_LOGIT, KL_FLOOR, MIN_CONSENSUS)
+        eligible = np.ones(len(cands), bool)
+        for i, name in enumerate(names):
+            if name in untrusted:
+                eligible[i] = False
+                events.append(event(name, "teacher", f"{view}: untrusted ({untrusted[name]})"))
+            elif far[i]:
+                eligible[i] = False
+                events.append(event(name, "teacher", f"{view}: public probabilities {dist[i]:.3f} nats (mean "
+                                                     f"KL) from the consensus, above {bound:.3f}"))
+        thr = (float(np.median(s[eligible])) if eligible.any() else np.inf) if threshold < 0 else threshold
+        chosen = eligible & (s >= thr)                                            # [N] bool
+        students += [n for n, u, c in zip(names, cands, chosen)
+                     if not c and own_view(u.meta.get("modality", "multimodal")) == view]
+        teachers[view] = [n for n, c in zip(names, chosen) if c]
+        if chosen.any():
+            w = np.array([max(sk, 1e-6) for sk in s[chosen]])
+            soft = sum(wk * pk for wk, pk in zip(w, [pk for pk, c in zip(p, chosen) if c])) / w.sum()   # [M, C]
+            probs[view] = soft.astype(np.float32)
+    return teachers, students, probs, events
+
+
+def select_teachers(uploads: list, threshold: float, temperature: float, untrusted: dict[str, str] | None = None):
+    """:func:`choose_teachers` without the events: (teachers, students, probs)."""
+    return choose_teachers(uploads, threshold, temperature, untrusted)[:3]
