@@ -42,7 +42,7 @@ class TrainConfig:
     kd_batch_size: int = 8
     kd_public_per_round: int = 128     # public samples whose logits are exchanged each round
     logit_adjust_tau: float = 1.0      # fed.balance: task loss on logits + tau * log(own label prior)
-    balance_paired: bool = True        # fed.balance also on rows with both modalities (false: single-modality rows only)
+    balance_paired: bool = False       # fed.balance also on rows with both modalities (default: single-modality rows only)
     align_weight: float = 0.1          # fed.align: weight of the image-text InfoNCE term
     align_temperature: float = 0.1
     views_weight: float = 0.5          # fed.missing_views: weight of each hidden-modality view's CE
