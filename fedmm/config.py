@@ -43,6 +43,7 @@ class TrainConfig:
     kd_public_per_round: int = 128     # public samples whose logits are exchanged each round
     logit_adjust_tau: float = 1.0      # fed.balance: task loss on logits + tau * log(own label prior)
     balance_paired: bool = False       # fed.balance also on rows with both modalities (default: single-modality rows only)
+    paired_federation_prior: bool = False  # balance_paired off: paired rows calibrated to the federation's prior
     align_weight: float = 0.1          # fed.align: weight of the image-text InfoNCE term
     align_temperature: float = 0.1
     views_weight: float = 0.5          # fed.missing_views: weight of each hidden-modality view's CE

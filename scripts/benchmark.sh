@@ -18,7 +18,8 @@ case "$what" in
     ;;
   ablations)
     for switch in fed.missing_views=false fed.align=false fed.rep_kd=false fed.balance=false fed.prototypes=false \
-                  model.surrogate_fill=both fed.kd=true fed.bn=shared fed.bn=local fed.weighting=samples; do
+                  model.surrogate_fill=both train.balance_paired=true fed.kd=true fed.bn=shared fed.bn=local \
+                  fed.weighting=samples; do
       $FEDMM sweep --strategies fedmm --seeds "$SEEDS" --out "runs/ablation-${switch//[.=]/-}" -c "$switch"
     done
     ;;

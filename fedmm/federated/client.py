@@ -128,7 +128,8 @@ def run_client_training(model: FedMMModel, data: ClientData, broadcast: Message,
     terms = training_terms(model, data, broadcast, strategy, cfg, groups, adjust)
     dropout = strategy.modality_dropout if data.modality in ("multimodal", "mixed") else 0.0
     result = train_local(model, data.train, cfg.train, generator=generator, device=device, multilabel=data.multilabel,
-                         gv=gv, modality_dropout=dropout, terms=terms, groups=groups, logit_adjust=adjust)
+                         gv=gv, modality_dropout=dropout, terms=terms, groups=groups, logit_adjust=adjust,
+                         paired_adjust=balance.paired_adjustment(adjust, cfg.train, gv))
     return result, validation_scores(model, data, gv, device, cfg.train.eval_batch_size)
 
 

@@ -41,12 +41,13 @@ def kd_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperatu
 def train_local(model: FedMMModel, train: EncodedSplit, tcfg, *, generator: torch.Generator, device,
                 multilabel: bool = False, gv: GlobalVectors | None = None, modality_dropout: float = 0.0,
                 terms=(), groups: dict[str, str] | None = None,
-                logit_adjust: torch.Tensor | None = None) -> TrainResult:
+                logit_adjust: torch.Tensor | None = None, paired_adjust: torch.Tensor | None = None) -> TrainResult:
     """E epochs of the task loss plus the enabled mechanisms' ``terms``.
 
     Each term is called as ``term(model, batch, out, gv, generator)`` and returns a
     scalar loss or None (see :mod:`fedmm.federated.mechanisms`). ``logit_adjust`` [C]
-    is added to the logits inside the task loss only (logit-adjusted cross-entropy).
+    is added to the logits of single-modality rows inside the task loss only (logit-adjusted
+    cross-entropy), ``paired_adjust`` [C] to those of rows holding both modalities.
     ``groups`` maps parameter names (``model.named_parameters``) to their federation
     group; a group counts as trained once one of its parameters receives a non-zero
     gradient (e.g. a text-only client never trains the image encoder).
@@ -57,13 +58,14 @@ def train_local(model: FedMMModel, train: EncodedSplit, tcfg, *, generator: torc
     params = dict(model.named_parameters())
     groups = groups or {}
     adjust = None if logit_adjust is None else logit_adjust.to(device)
+    paired = None if paired_adjust is None else paired_adjust.to(device)
     result, total = TrainResult(0.0, 0), 0.0
     for epoch in range(tcfg.local_epochs):
         order = torch.randperm(len(train), generator=generator)
         for start in range(0, len(order), tcfg.batch_size):
             batch = make_batch(train, order[start:start + tcfg.batch_size], device)
             out = model(batch, gv, modality_dropout, generator)
-            logits = adjusted_logits(out.logits, adjust, out.has_image, out.has_text, tcfg.balance_paired)
+            logits = adjusted_logits(out.logits, adjust, out.has_image, out.has_text, paired)
             loss = _task_loss(logits, batch["labels"], multilabel)
             for term in terms:
                 extra = term(model, batch, out, gv, generator)

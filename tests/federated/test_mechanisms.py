@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fedmm.federated.mechanisms.alignment import info_nce
-from fedmm.federated.mechanisms.balance import adjusted_logits, log_prior, logit_adjustment
+from fedmm.federated.mechanisms.balance import adjusted_logits, log_prior, logit_adjustment, paired_adjustment
 from fedmm.federated.mechanisms.contribution import cap_weights, client_weights, effective_clients
 from fedmm.federated.mechanisms import server_lr
 from fedmm.federated.mechanisms.rep_kd import global_representations
@@ -113,13 +113,34 @@ def test_server_lr_extrapolates_weights_and_averages_statistics():
     assert not server_lr.enabled(1.0) and server_lr.enabled(2.0)
 
 
-def test_balance_paired_false_adjusts_only_single_modality_rows():
+def test_logit_adjustment_on_single_and_paired_rows():
     g = torch.Generator().manual_seed(3)
-    logits, adjust = torch.randn(4, 3, generator=g), torch.randn(3, generator=g)
+    logits, adjust, paired = torch.randn(4, 3, generator=g), torch.randn(3, generator=g), torch.randn(3, generator=g)
     has_img, has_txt = torch.tensor([1, 1, 0, 1]), torch.tensor([1, 0, 1, 1])
-    everywhere = adjusted_logits(logits, adjust, has_img, has_txt, paired=True)
+    everywhere = adjusted_logits(logits, adjust, has_img, has_txt, adjust)
     torch.testing.assert_close(everywhere, logits + adjust)
-    single = adjusted_logits(logits, adjust, has_img, has_txt, paired=False)
+    single = adjusted_logits(logits, adjust, has_img, has_txt)
     torch.testing.assert_close(single[[0, 3]], logits[[0, 3]])          # image + report: raw
     torch.testing.assert_close(single[[1, 2]], logits[[1, 2]] + adjust)  # one modality: adjusted
+    both = adjusted_logits(logits, adjust, has_img, has_txt, paired)
+    torch.testing.assert_close(both[[0, 3]], logits[[0, 3]] + paired)
+    torch.testing.assert_close(both[[1, 2]], logits[[1, 2]] + adjust)
     assert adjusted_logits(logits, None, has_img, has_txt) is logits
+
+
+def test_paired_adjustment_modes():
+    from types import SimpleNamespace
+    from fedmm.models.surrogate import GlobalVectors
+    adjust = torch.tensor([0.5, -0.2, 0.1])
+    cfg = lambda **kw: SimpleNamespace(**{"balance_paired": False, "paired_federation_prior": False,  # noqa: E731
+                                          "logit_adjust_tau": 2.0, **kw})
+    hist_img, hist_txt = np.array([[3.0, 1, 0], [1, 1, 4]]), np.array([[2.0, 0, 0]])
+    gv = GlobalVectors(np.zeros((2, 4), np.float32), np.zeros((1, 4), np.float32), np.arange(1), np.arange(1),
+                       hist_img, hist_txt, np.zeros((1, 8), np.float32))
+    assert paired_adjustment(None, cfg(balance_paired=True)) is None
+    assert paired_adjustment(adjust, cfg(balance_paired=True)) is adjust
+    assert paired_adjustment(adjust, cfg(), gv) is None
+    assert paired_adjustment(adjust, cfg(paired_federation_prior=True), None) is None   # no centers yet
+    totals = np.array([6.0, 2.0, 4.0])
+    want = adjust.double() - 2.0 * torch.log(torch.tensor((totals + 1) / (totals.sum() + 3)))
+    torch.testing.assert_close(paired_adjustment(adjust, cfg(paired_federation_prior=True), gv), want.float())

@@ -35,13 +35,29 @@ def logit_adjustment(labels: torch.Tensor, n_classes: int, tau: float, multilabe
     return tau * log_prior(labels, n_classes)
 
 
-def adjusted_logits(logits: torch.Tensor, adjust: torch.Tensor | None, has_image: torch.Tensor,
-                    has_text: torch.Tensor, paired: bool = True) -> torch.Tensor:
-    """``logits`` [B, C] + ``adjust`` [C] on the rows it applies to (all, or with ``paired``
-    false only rows holding a single modality)."""
+def paired_adjustment(adjust: torch.Tensor | None, tcfg, gv=None) -> torch.Tensor | None:
+    """The offset [C] for rows holding both modalities: ``adjust`` itself
+    (``train.balance_paired``), none (default), or with ``train.paired_federation_prior``
+    ``tau * (log own prior - log federation prior)``, so that the raw logits of paired rows
+    estimate the posterior under the federation's label prior at every client (the prior
+    read from the global centers' label histograms; none before there are any)."""
     if adjust is None:
+        return None
+    if tcfg.balance_paired:
+        return adjust
+    if not tcfg.paired_federation_prior or gv is None or not len(gv.hist_img) or not len(gv.hist_txt):
+        return None
+    totals = torch.as_tensor(gv.hist_img.sum(0) + gv.hist_txt.sum(0), dtype=torch.float64)  # [C]
+    federation = ((totals + 1.0) / (totals.sum() + len(totals))).log().float()
+    return adjust - float(tcfg.logit_adjust_tau) * federation.to(adjust.device)
+
+
+def adjusted_logits(logits: torch.Tensor, adjust: torch.Tensor | None, has_image: torch.Tensor,
+                    has_text: torch.Tensor, paired_adjust: torch.Tensor | None = None) -> torch.Tensor:
+    """``logits`` [B, C] + ``adjust`` [C] on rows holding one modality, + ``paired_adjust``
+    [C] (None: nothing) on rows holding both."""
+    if adjust is None and paired_adjust is None:
         return logits
-    if paired:
-        return logits + adjust
     single = (has_image.bool() ^ has_text.bool()).to(logits.dtype)[:, None]  # [B, 1]
-    return logits + single * adjust
+    out = logits if adjust is None else logits + single * adjust
+    return out if paired_adjust is None else out + (1.0 - single) * paired_adjust
