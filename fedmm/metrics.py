@@ -15,11 +15,13 @@ def _binary_auroc(scores: np.ndarray, positive: np.ndarray) -> float:
 
 def classification_metrics(logits: np.ndarray, labels: np.ndarray, classes: list[str],
                            multilabel: bool = False) -> dict:
-    """accuracy, macro_f1, macro_auroc (one-vs-rest) and per-class recall.
+    """accuracy, macro_f1, macro_auroc (one-vs-rest), per-class recall and per-class AUROC.
 
-    logits [N, C]; labels [N] int (single-label) or [N, C] {0,1} (multi-label,
-    accuracy = mean per-label accuracy at threshold 0.5). Classes absent from
-    ``labels`` are left out of the macro averages.
+    logits [N, C]; labels [N] int (single-label) or [N, C] {0,1} (multi-label: a
+    prediction is logit > 0, i.e. sigmoid >= 0.5; accuracy = mean per-label accuracy).
+    Classes absent from ``labels`` are left out of the macro averages and of
+    ``per_class_recall``; ``per_class_auroc`` lists the classes with both positive and
+    negative rows (the ones ``macro_auroc`` averages).
     """
     C = len(classes)
     if multilabel:
@@ -42,17 +44,21 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, classes: list
         "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
         "macro_auroc": float(np.mean(valid_auc)) if valid_auc else float("nan"),
         "per_class_recall": {c: float(r) for c, r in zip(classes, recall) if not np.isnan(r)},
+        "per_class_auroc": {c: float(a) for c, a in zip(classes, aurocs) if not np.isnan(a)},
     }
 
 
 def mean_metrics(items: list[dict]) -> dict:
-    """Average metric dicts (nested per-class dicts averaged key-wise); empty -> {}."""
+    """Average metric dicts (nested per-class dicts averaged key-wise, each key over the
+    items that have it); empty -> {}."""
     if not items:
         return {}
+    keys = list(dict.fromkeys(k for it in items for k in it))
     out = {}
-    for key in items[0]:
-        if isinstance(items[0][key], dict):
-            out[key] = mean_metrics([it[key] for it in items if key in it])
+    for key in keys:
+        have = [it[key] for it in items if key in it]
+        if isinstance(have[0], dict):
+            out[key] = mean_metrics(have)
         else:
-            out[key] = float(np.nanmean([it[key] for it in items]))
+            out[key] = float(np.nanmean(have))
     return out

@@ -90,13 +90,18 @@ def pooled_validation(per_client: list[dict], classes: list[str], multilabel: bo
 
 def summarize_seeds(summaries: list[dict]) -> dict:
     """Mean and std over runs of every numeric leaf of the summaries' test / client_types / val
-    sections, and of the per-class recall."""
+    sections (a per-class dict such as ``per_class_auroc``: per class), and of the per-class recall."""
     out = {}
     for section in ("test", "client_types", "val"):
         keys = {(a, b) for s in summaries for a, m in s.get(section, {}).items() for b in m}
         for a, b in sorted(keys):
             vals = [s[section][a][b] for s in summaries if a in s.get(section, {}) and b in s[section][a]]
-            out.setdefault(section, {}).setdefault(a, {})[b] = [float(np.mean(vals)), float(np.std(vals))]
+            if isinstance(vals[0], dict):   # {class: value} -> {class: [mean, std]} over the runs that have it
+                per = {c: [v[c] for v in vals if c in v] for c in sorted({c for v in vals for c in v})}
+                stat = {c: [float(np.mean(x)), float(np.std(x))] for c, x in per.items()}
+            else:
+                stat = [float(np.mean(vals)), float(np.std(vals))]
+            out.setdefault(section, {}).setdefault(a, {})[b] = stat
     classes = sorted({c for s in summaries for c in s.get("per_class_recall", {})})
     for c in classes:
         vals = [s["per_class_recall"][c] for s in summaries if c in s.get("per_class_recall", {})]

@@ -181,7 +181,8 @@ class ServerContext:
         if len(uploads) < need:
             raise RoundFailed(f"round {r + 1}: only {len(uploads)} of {len(self.info.clients)} clients sent a valid "
                               f"upload, fewer than min_clients = {need}; the global state stays at round {r}")
-        state, info = server_round(state, uploads, self.strategy, self.cfg, self.head, self.info.n_public)
+        state, info = server_round(state, uploads, self.strategy, self.cfg, self.head, self.info.n_public,
+                                   self.info.multilabel)
         clipped = {c["client"]: c["norm"] for c in info.get("clipped", [])}
         rows = [{"round": r, "client": u.meta["client"], "modality": u.meta["modality"],
                  "val_macro_f1": u.meta["val_score"], "train_loss": u.meta["train_loss"],

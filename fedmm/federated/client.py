@@ -219,7 +219,10 @@ def client_round(data: ClientData, broadcast: Message, cfg, strategy: Strategy, 
                                                     cfg.train.eval_batch_size))
     store.save(model, r)
     own = own_view(data.modality)
-    val_classes = int(len(np.unique(data.val.labels.numpy(), axis=0))) if len(data.val) else 0
+    val_labels = data.val.labels.numpy()   # [N] class ids, or [N, C] multi-hot
+    # classes present in the validation split (multi-hot: the classes with a positive row)
+    val_classes = 0 if not len(data.val) else int((val_labels.sum(0) > 0).sum()) if data.multilabel \
+        else int(len(np.unique(val_labels)))
     meta = {"client": data.name, "round": r, "n_train": len(data.train), "val_score": float(scores.get(own, 0.0)),
             "val_scores": {k: float(v) for k, v in scores.items()}, "n_val": len(data.val),
             "val_classes": val_classes, "train_loss": float(result.loss),

@@ -91,7 +91,7 @@ def _global_centers(uploads: list[Message], mod: str, k: int, seed: int, n_class
     """Server step 2 for ``mod``: weighted K-Means over the uploaded centroids after the count cap
     (``allowed``: client -> bound on its counts) and the norm check of
     :func:`~fedmm.federated.mechanisms.claims.bounded_summaries` (their events appended to ``events``).
-    Returns (centers [k', d], label histograms [k', C]) or None without centroids."""
+    Returns (centers [k', d], label histograms [k', C], counts [k']) or None without centroids."""
     x, counts, hists, found = bounded_summaries(uploads, mod, allowed)
     if events is not None:
         events += found
@@ -100,7 +100,9 @@ def _global_centers(uploads: list[Message], mod: str, k: int, seed: int, n_class
     centers, assign = kmeans(x, k, weights=counts, seed=seed % (2**31))
     hist = np.zeros((len(centers), n_classes), np.float32)
     np.add.at(hist, assign, hists)
-    return centers, hist
+    total = np.zeros(len(centers), np.float32)
+    np.add.at(total, assign, counts)
+    return centers, hist, total
 
 
 def pair_centers(ci, hi, ct, ht, alpha: float, beta: float, mode: str, seed: int):
@@ -116,27 +118,40 @@ def pair_centers(ci, hi, ct, ht, alpha: float, beta: float, mode: str, seed: int
     return rows.astype(np.int64), cols.astype(np.int64)
 
 
-def calibrate(head: SharedHead, gv: GlobalVectors, steps: int, lr: float, balanced: bool = False) -> np.ndarray:
+def calibrate(head: SharedHead, gv: GlobalVectors, steps: int, lr: float, balanced: bool = False,
+              counts: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Server step 4: fuse each center pair (Lq = Lk = 1) into prototypes R [P, 2d] and fit
     fusion + classifier a few steps on (pair, mean of the pair's label histograms).
 
     ``balanced`` (with the clients' logit adjustment): the loss sees ``logits + log prior``
     (prior = the federation's label histogram), so calibration keeps the raw logits
-    class-balanced instead of pulling them back toward the frequent classes."""
+    class-balanced instead of pulling them back toward the frequent classes.
+    ``counts`` (multi-label data: the rows behind each image / text center, [Ki], [Kt]): the
+    target of a pair is instead the mean of its two centers' per-class positive rates
+    (histogram / count, in [0, 1]) and the loss is binary cross-entropy on independent
+    sigmoids, as the clients train; ``balanced`` is ignored (no logit adjustment for multi-label)."""
     ci = torch.from_numpy(gv.img_centers[gv.pair_img])[:, None]  # [P, 1, d]
     ct = torch.from_numpy(gv.txt_centers[gv.pair_txt])[:, None]  # [P, 1, d]
     mask = torch.ones(ci.shape[0], 1, dtype=torch.bool)
-    target = gv.hist_img[gv.pair_img] / np.maximum(gv.hist_img[gv.pair_img].sum(1, keepdims=True), 1e-12)
-    target = target + gv.hist_txt[gv.pair_txt] / np.maximum(gv.hist_txt[gv.pair_txt].sum(1, keepdims=True), 1e-12)
-    target = torch.from_numpy(target / 2).float()  # [P, C]
+    hi, ht = gv.hist_img[gv.pair_img], gv.hist_txt[gv.pair_txt]  # [P, C] each
+    if counts is not None:
+        ni, nt = (np.maximum(c, 1e-12)[:, None] for c in (counts[0][gv.pair_img], counts[1][gv.pair_txt]))
+        target = torch.from_numpy(np.clip((hi / ni + ht / nt) / 2, 0.0, 1.0)).float()  # [P, C] positive rates
+    else:
+        target = hi / np.maximum(hi.sum(1, keepdims=True), 1e-12) + ht / np.maximum(ht.sum(1, keepdims=True), 1e-12)
+        target = torch.from_numpy(target / 2).float()  # [P, C] label distributions
     totals = gv.hist_img.sum(0) + gv.hist_txt.sum(0) + 1.0  # [C] add-one smoothed
-    adjust = torch.from_numpy(np.log(totals / totals.sum())).float() if balanced else torch.zeros(target.shape[1])
+    use_prior = balanced and counts is None
+    adjust = torch.from_numpy(np.log(totals / totals.sum())).float() if use_prior else torch.zeros(target.shape[1])
     params = list(head.fusion.parameters()) + list(head.classifier.parameters())
     opt = torch.optim.Adam(params, lr=lr)
     head.train()
     for _ in range(steps):
         logits = head.classifier(head.fuse(ci, mask, ct, mask)) + adjust  # [P, C]
-        loss = -(target * torch.log_softmax(logits, -1)).sum(-1).mean()
+        if counts is not None:
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+        else:
+            loss = -(target * torch.log_softmax(logits, -1)).sum(-1).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -147,26 +162,27 @@ def calibrate(head: SharedHead, gv: GlobalVectors, steps: int, lr: float, balanc
 
 def run_clustering_and_fusion(uploads: list[Message], head: SharedHead, fcfg, n_classes: int,
                               seed: int, balanced: bool = False, allowed: dict[str, float] | None = None,
-                              events: list | None = None) -> GlobalVectors | None:
+                              events: list | None = None, multilabel: bool = False) -> GlobalVectors | None:
     """Server steps 2-4 on ``head`` (already holding the aggregated weights; calibrated in place).
-    ``allowed`` / ``events``: as for :func:`_global_centers`."""
+    ``allowed`` / ``events``: as for :func:`_global_centers`; ``multilabel``: see :func:`calibrate`."""
     gi = _global_centers(uploads, "image", fcfg.n_centers, seed, n_classes, allowed, events)
     gt = _global_centers(uploads, "text", fcfg.n_centers, seed + 1, n_classes, allowed, events)
     if gi is None or gt is None:
         return None
-    (ci, hi), (ct, ht) = gi, gt
+    (ci, hi, ni), (ct, ht, nt) = gi, gt
     with torch.no_grad():  # compare image and text centers in the alignment space
         pci = head.project(torch.from_numpy(ci), "image").numpy()
         pct = head.project(torch.from_numpy(ct), "text").numpy()
     pi, pt = pair_centers(pci, hi, pct, ht, fcfg.pair_alpha, fcfg.pair_beta, fcfg.pairing, seed)
     gv = GlobalVectors(ci, ct, pi, pt, hi, ht, np.zeros((len(pi), 2 * head.d), np.float32))
-    gv.prototypes = calibrate(head, gv, fcfg.calib_steps, fcfg.calib_lr, balanced)
+    gv.prototypes = calibrate(head, gv, fcfg.calib_steps, fcfg.calib_lr, balanced, (ni, nt) if multilabel else None)
     return gv
 
 
 def server_round(state: ServerState, uploads: list[Message], strategy: Strategy, cfg, head: SharedHead,
-                 n_public: int) -> tuple[ServerState, dict]:
+                 n_public: int, multilabel: bool = False) -> tuple[ServerState, dict]:
     """All server steps for one round; returns the new state and round metrics.
+    ``multilabel``: the federation's labels are multi-hot (calibration by BCE, see :func:`calibrate`).
 
     The metrics hold ``robust``: every exclusion or down-weighting of a claim this round
     (:mod:`fedmm.federated.mechanisms.claims`), a list of {"client", "what", "reason"}."""
@@ -199,7 +215,7 @@ def server_round(state: ServerState, uploads: list[Message], strategy: Strategy,
             torch.manual_seed(seed * 7919 + r)
             allowed = {u.meta["client"]: float(n) for u, n in zip(uploads, sizes.n_train)}
             gv = run_clustering_and_fusion(uploads, head, f, n_classes, seed * 7919 + r, strategy.balance,
-                                           allowed, info["robust"])
+                                           allowed, info["robust"], multilabel)
         if gv is not None:
             shared = {**shared, **{k: v.detach().numpy().copy() for k, v in head.state_dict().items()}}
     new = ServerState(r + 1, shared, gv)

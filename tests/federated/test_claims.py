@@ -185,7 +185,7 @@ def test_poisoned_summaries_are_capped_and_dropped(seed):
     for word in ("dropped", "scaled"):                          # one count cap and one norm drop per attacker
         assert sum(word in e["reason"] for e in events) == n_bad
     found: list = []
-    centers, _ = _global_centers(ups, "image", 4, 0, C, allowed, found)
+    centers, _, _ = _global_centers(ups, "image", 4, 0, C, allowed, found)
     assert found == events and np.linalg.norm(centers, axis=1).max() < 20
     plain, _ = kmeans(np.concatenate([u.arrays["summary/image_centroids"] for u in ups]), 4, seed=0,
                       weights=np.concatenate([u.arrays["summary/image_counts"] for u in ups]))
