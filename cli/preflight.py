@@ -18,6 +18,7 @@ from fedmm.engines.local import check_checkpoint, load_run_config, resolve_devic
 from fedmm.engines.prepare import partition_config
 from fedmm.engines.tracking import TRACKERS
 from fedmm.federated.strategies import STRATEGIES, strategy_from_config
+from fedmm.federated.train import AMP_MODES
 from fedmm.models.encoders import TEXT_SIZES
 from fedmm.ops.attention import ATTENTION_BACKENDS
 
@@ -126,6 +127,7 @@ def check_config(cfg: RunConfig, runs_here: bool = True) -> None:
     _choice(m.image_arch, IMAGE_ARCHS, "model.image_arch")
     _choice(m.text_size, TEXT_SIZES, "model.text_size")
     _choice(m.fusion, FUSIONS, "model.fusion")
+    _choice(cfg.train.amp, AMP_MODES, "train.amp")
     if m.heads < 1 or m.d % m.heads:
         raise usage_error(f"model.heads={m.heads} must divide model.d={m.d}")
     _choice(cfg.data.modalities, MODALITIES, "data.modalities")

@@ -51,6 +51,8 @@ class TrainConfig:
     rep_kd_temperature: float = 0.1
     prox_mu: float = 0.01              # fedprox only
     eval_batch_size: int = 256
+    amp: str = "none"                  # none | bf16: bfloat16 autocast of local training steps on CUDA
+                                       # (ignored on CPU; fedmm/federated/train.py autocast_context)
 
 
 @dataclass

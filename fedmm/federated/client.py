@@ -208,7 +208,7 @@ def client_round(data: ClientData, broadcast: Message, cfg, strategy: Strategy, 
             if len(vectors):
                 summ = summarize_vectors(vectors, labels, len(data.classes), cfg.fed.local_centers,
                                          cfg.fed.min_cluster_size, stable_seed(seed, r, data.index, 3),
-                                         cfg.fed.dp_clip, cfg.fed.dp_noise, data.multilabel)
+                                         cfg.fed.dp_clip, cfg.fed.dp_noise, data.multilabel, device=device)
                 arrays.update({f"summary/{mod}_{k}": v for k, v in summ.items()})
     pub_idx = broadcast.arrays.get("public/index")
     if pub_idx is not None and strategy.kd:

@@ -14,7 +14,7 @@ from fedmm.ops import kmeans
 
 def summarize_vectors(vectors: np.ndarray, labels: np.ndarray, n_classes: int, k: int, min_cluster_size: int,
                       seed: int, dp_clip: float = 0.0, dp_noise: float = 0.0,
-                      multilabel: bool = False) -> dict[str, np.ndarray]:
+                      multilabel: bool = False, device=None) -> dict[str, np.ndarray]:
     """Cluster pooled vectors [N, d] into <= k centroids; drop clusters smaller than ``min_cluster_size``.
 
     Returns {"centroids": [k', d] float32, "counts": [k'] float32, "hist": [k', C] float32}.
@@ -22,6 +22,7 @@ def summarize_vectors(vectors: np.ndarray, labels: np.ndarray, n_classes: int, k
     Gaussian noise of std dp_noise * dp_clip / count is added to each centroid: noise on
     centroids without a formal guarantee (the counts and histograms are exact, the cluster
     assignment is data-dependent, and nothing accounts for it). Per-sample vectors never leave.
+    ``device``: where K-Means runs (:func:`fedmm.ops.kmeans`; default CUDA when available).
     """
     vectors = np.asarray(vectors, np.float32)
     d = vectors.shape[1]
@@ -33,7 +34,7 @@ def summarize_vectors(vectors: np.ndarray, labels: np.ndarray, n_classes: int, k
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         vectors = vectors * np.minimum(1.0, dp_clip / np.maximum(norms, 1e-12))
     k = max(1, min(k, len(vectors) // max(min_cluster_size, 1)))
-    centers, assign = kmeans(vectors, k, seed=seed % (2**31))
+    centers, assign = kmeans(vectors, k, seed=seed % (2**31), device=device)
     onehot = labels.astype(np.float32) if multilabel else np.eye(n_classes, dtype=np.float32)[labels]  # [N, C]
     counts = np.bincount(assign, minlength=len(centers)).astype(np.float32)
     keep = counts >= min_cluster_size

@@ -1,6 +1,9 @@
 """The one local training loop and batched inference; every strategy uses these."""
 from __future__ import annotations
 
+import contextlib
+import functools
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,6 +16,9 @@ from fedmm.models.model import FedMMModel
 from fedmm.models.surrogate import GlobalVectors
 
 BATCH_KEYS = ("images", "input_ids", "attention_mask", "has_image", "has_text", "labels")
+AMP_MODES = ("none", "bf16")   # train.amp
+
+log = logging.getLogger("fedmm.train")
 
 
 def make_batch(split: EncodedSplit, idx: torch.Tensor, device) -> dict:
@@ -38,6 +44,37 @@ def kd_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperatu
     return temperature ** 2 * F.kl_div(log_p, teacher_probs, reduction="batchmean")
 
 
+@functools.lru_cache(maxsize=None)
+def _amp_ignored_once(amp: str, device_type: str) -> None:
+    log.warning("train.amp=%s applies to CUDA only; training on %s stays in float32", amp, device_type)
+
+
+def autocast_context(amp: str, device) -> contextlib.AbstractContextManager:
+    """The autocast region of one training step for ``train.amp``.
+
+    ``none`` (default): no autocast, float32 throughout. ``bf16``: bfloat16 autocast on
+    CUDA; on any other device it is ignored (float32, one warning). Parameters, gradients
+    and optimizer state stay float32 either way; autocast keeps losses, softmax, norms and
+    LayerNorm in float32, and the Triton attention runs in the autocast dtype.
+    """
+    if amp not in AMP_MODES:
+        raise ValueError(f"train.amp must be one of {', '.join(AMP_MODES)}; got {amp!r}")
+    device_type = torch.device(device).type
+    if amp == "none":
+        return contextlib.nullcontext()
+    if device_type != "cuda":
+        _amp_ignored_once(amp, device_type)
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16)
+
+
+def make_optimizer(model: torch.nn.Module, tcfg, device) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters (the fused CUDA implementation on CUDA)."""
+    extra = {"fused": True} if torch.device(device).type == "cuda" else {}
+    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tcfg.lr,
+                             weight_decay=tcfg.weight_decay, **extra)
+
+
 def train_local(model: FedMMModel, train: EncodedSplit, tcfg, *, generator: torch.Generator, device,
                 multilabel: bool = False, gv: GlobalVectors | None = None, modality_dropout: float = 0.0,
                 terms=(), groups: dict[str, str] | None = None,
@@ -51,26 +88,39 @@ def train_local(model: FedMMModel, train: EncodedSplit, tcfg, *, generator: torc
     ``groups`` maps parameter names (``model.named_parameters``) to their federation
     group; a group counts as trained once one of its parameters receives a non-zero
     gradient (e.g. a text-only client never trains the image encoder).
+
+    ``tcfg.amp`` (train.amp, :func:`autocast_context`) selects bf16 autocast on CUDA. On
+    CUDA the split is copied to the device once and batches are gathered there, and the
+    running loss stays on the device (no host synchronisation for it per step); on CPU
+    every step is computed exactly as without these (the same batches and arithmetic).
     """
     model.train()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tcfg.lr,
-                            weight_decay=tcfg.weight_decay)
+    device = torch.device(device)
+    amp = getattr(tcfg, "amp", "none")
+    autocast_context(amp, device)   # an unknown train.amp fails before any step
+    opt = make_optimizer(model, tcfg, device)
     params = dict(model.named_parameters())
     groups = groups or {}
     adjust = None if logit_adjust is None else logit_adjust.to(device)
     paired = None if paired_adjust is None else paired_adjust.to(device)
-    result, total = TrainResult(0.0, 0), 0.0
+    resident = {k: getattr(train, k).to(device) for k in BATCH_KEYS} if device.type == "cuda" else None
+    result = TrainResult(0.0, 0)
+    total = torch.zeros((), dtype=torch.float64, device=device)   # float64 sum of float32 losses
     for epoch in range(tcfg.local_epochs):
         order = torch.randperm(len(train), generator=generator)
+        if resident is not None:
+            order = order.to(device)
         for start in range(0, len(order), tcfg.batch_size):
-            batch = make_batch(train, order[start:start + tcfg.batch_size], device)
-            out = model(batch, gv, modality_dropout, generator)
-            logits = adjusted_logits(out.logits, adjust, out.has_image, out.has_text, paired)
-            loss = _task_loss(logits, batch["labels"], multilabel)
-            for term in terms:
-                extra = term(model, batch, out, gv, generator)
-                if extra is not None:
-                    loss = loss + extra
+            idx = order[start:start + tcfg.batch_size]
+            batch = make_batch(train, idx, device) if resident is None else {k: v[idx] for k, v in resident.items()}
+            with autocast_context(amp, device):
+                out = model(batch, gv, modality_dropout, generator)
+                logits = adjusted_logits(out.logits, adjust, out.has_image, out.has_text, paired)
+                loss = _task_loss(logits, batch["labels"], multilabel)
+                for term in terms:
+                    extra = term(model, batch, out, gv, generator)
+                    if extra is not None:
+                        loss = loss + extra
             opt.zero_grad(set_to_none=True)
             loss.backward()
             for name, group in groups.items():
@@ -78,9 +128,9 @@ def train_local(model: FedMMModel, train: EncodedSplit, tcfg, *, generator: torc
                 if group not in result.trained_groups and p.grad is not None and bool(p.grad.any()):
                     result.trained_groups.add(group)
             opt.step()
-            total += float(loss.detach())
+            total += loss.detach().double()
             result.steps += 1
-    result.loss = total / max(result.steps, 1)
+    result.loss = float(total) / max(result.steps, 1)
     return result
 
 

@@ -26,9 +26,17 @@ def _faiss_gpu_unavailable() -> str | None:
     return None
 
 
-def _kmeans_torch(x: np.ndarray, k: int, weights: np.ndarray, iters: int, seed: int) -> np.ndarray:
+def torch_device(device=None) -> torch.device:
+    """The device of the torch backend: ``device``, or CUDA when available and none is given."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _kmeans_torch(x: np.ndarray, k: int, weights: np.ndarray, iters: int, seed: int, device=None) -> np.ndarray:
+    """Weighted k-means++ seeding and Lloyd iterations on ``device`` (see :func:`torch_device`); centers [k, d]."""
     gen = torch.Generator().manual_seed(seed)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch_device(device)
     xt = torch.from_numpy(x).to(device, torch.float32)  # [N, d]
     wt = torch.from_numpy(weights).to(device, torch.float32)  # [N]
     # k-means++ seeding (weighted)
@@ -58,21 +66,27 @@ def _kmeans_faiss(x: np.ndarray, k: int, weights: np.ndarray, iters: int, seed: 
     return km.centroids.copy()
 
 
-def kmeans(x, k: int, weights=None, iters: int = 25, seed: int = 0, backend: str = "auto"):
+def kmeans(x, k: int, weights=None, iters: int = 25, seed: int = 0, backend: str = "auto", device=None):
     """Cluster rows of ``x`` [N, d] into ``min(k, N)`` centers.
 
     Returns ``(centers [k', d] float32, assign [N] int64)``. ``weights`` [N]
     (e.g. cluster counts) weight each point. Backends: auto|faiss-gpu|faiss|torch.
+    ``device`` places the torch backend (default: CUDA when available, else CPU); given,
+    it also restricts ``auto`` to that device: CUDA -> faiss-gpu, else torch on the GPU;
+    CPU -> faiss (CPU), else torch on the CPU.
     """
     x = np.ascontiguousarray(np.asarray(x, np.float32))
     if x.ndim != 2 or len(x) == 0:
         raise ValueError(f"kmeans: x must be a non-empty [N, d] array; got shape {x.shape}")
     w = np.ones(len(x), np.float32) if weights is None else np.asarray(weights, np.float32)
     k = int(min(k, len(x)))
-    chosen = resolve_backend("kmeans", backend, {
-        "faiss-gpu": _faiss_gpu_unavailable, "faiss": _faiss_unavailable, "torch": lambda: None})
+    available = {"faiss-gpu": _faiss_gpu_unavailable, "faiss": _faiss_unavailable, "torch": lambda: None}
+    if backend == "auto" and device is not None:   # stay on the requested device
+        on_gpu = torch.device(device).type == "cuda"
+        available = {n: p for n, p in available.items() if n != ("faiss" if on_gpu else "faiss-gpu")}
+    chosen = resolve_backend("kmeans", backend, available)
     if chosen == "torch":
-        centers = _kmeans_torch(x, k, w, iters, seed)
+        centers = _kmeans_torch(x, k, w, iters, seed, device)
     else:
         centers = _kmeans_faiss(x, k, w, iters, seed, gpu=chosen == "faiss-gpu")
     d2 = ((x[:, None, :] - centers[None, :, :]) ** 2).sum(-1)  # [N, k]
