@@ -5,6 +5,7 @@
 #   bash scripts/benchmark.sh ablations  fedmm with one mechanism switched off, 3 seeds each
 #   bash scripts/benchmark.sh shift      label skew (Dirichlet 0.3) and a federation with more uni-modal sites
 #   bash scripts/benchmark.sh complementarity   centralized on images only / reports only
+#   bash scripts/benchmark.sh covid      the real covid-cxr-notes set by site (COVID_DATA=folder)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FEDMM=.venv/bin/fedmm
@@ -28,9 +29,16 @@ case "$what" in
     $FEDMM sweep --strategies fedmm,fedavg,local --seeds "$SEEDS" --out runs/shift-unimodal8 \
       -c data.n_image_only=8 -c data.n_text_only=8
     ;;
+  covid)
+    # the small real set (275 radiographs, 85 without a note), federated by site (country)
+    data=${COVID_DATA:-../shared/data/covid-cxr-notes}
+    $FEDMM sweep --strategies fedmm,fedavg,local,centralized --seeds "$SEEDS" --out runs/covid \
+      -c "data.dataset=$data" -c data.partition=site -c data.public_size=40 -c fed.n_centers=4 \
+      -c fed.local_centers=2 -c fed.min_cluster_size=2 -c train.kd_public_per_round=20
+    ;;
   complementarity)
     $FEDMM sweep --strategies centralized --seeds "$SEEDS" --out runs/bench-image-only -c data.modalities=image
     $FEDMM sweep --strategies centralized --seeds "$SEEDS" --out runs/bench-text-only -c data.modalities=text
     ;;
-  *) echo "usage: $0 [main|ablations|shift|complementarity]" >&2; exit 2 ;;
+  *) echo "usage: $0 [main|ablations|shift|covid|complementarity]" >&2; exit 2 ;;
 esac

@@ -115,5 +115,8 @@ def test_one_modality_hidden_everywhere_runs(cache, tmp_path):
     upload no summaries, and the federation still trains and evaluates."""
     cfg = _cfg(cache, tmp_path, "img", "fed.rounds=1", "data.modalities=image")
     summary = run_simulation(cfg, tmp_path / "img")
-    assert summary["test"]["image_only"]["macro_auroc"] > 0.5      # chance is 0.5
-    assert "text_only" not in summary["client_types"]
+    assert np.isfinite(summary["test"]["image_only"]["macro_f1"])
+    assert "text_only" not in summary["client_types"] and "text_only" not in summary["test"]
+    per_client = json.loads((tmp_path / "img" / "results_per_client.json").read_text())
+    empty = [c for c, m in per_client.items() if m["modality"] == "none"]
+    assert len(empty) == cfg.data.n_text_only     # the report-only sites, left with no rows
