@@ -35,7 +35,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 TARGET = 0.8
 
@@ -89,8 +88,8 @@ def sync(device) -> None:
 
 def bare_loop(cfg, n_classes: int, device, amp: str, backend: str, steps: int, warmup: int) -> dict:
     """Samples/s of the bare loop (see the module docstring)."""
-    from fedmm.federated.mechanisms.balance import adjusted_logits
-    from fedmm.federated.train import autocast_context, make_optimizer
+    from fedmm.federated.mechanisms.balance import paired_adjustment
+    from fedmm.federated.train import autocast_context, batch_loss, make_optimizer
 
     model, data, terms, adjust, gv, strategy = client_setup(cfg, n_classes, device)
     for gca in model.head.fusion.values():
@@ -99,6 +98,7 @@ def bare_loop(cfg, n_classes: int, device, amp: str, backend: str, steps: int, w
     rows = {k: getattr(data.train, k).to(device) for k in ("images", "input_ids", "attention_mask", "has_image",
                                                              "has_text", "labels")}
     adjust = None if adjust is None else adjust.to(device)
+    paired = paired_adjustment(adjust, cfg.train, gv)   # as the client step computes it
     opt, gen, bs = make_optimizer(model, cfg.train, device), torch.Generator().manual_seed(0), cfg.train.batch_size
     order = torch.randperm(len(data.train), generator=gen).to(device)
 
@@ -106,13 +106,7 @@ def bare_loop(cfg, n_classes: int, device, amp: str, backend: str, steps: int, w
         start = (i * bs) % (len(order) - bs + 1)
         batch = {k: v[order[start:start + bs]] for k, v in rows.items()}
         with autocast_context(amp, device):
-            out = model(batch, gv, strategy.modality_dropout, gen)
-            logits = adjusted_logits(out.logits, adjust, out.has_image, out.has_text, cfg.train.balance_paired)
-            loss = F.cross_entropy(logits, batch["labels"])
-            for term in terms:
-                extra = term(model, batch, out, gv, gen)
-                if extra is not None:
-                    loss = loss + extra
+            loss = batch_loss(model, batch, gv, strategy.modality_dropout, gen, terms, adjust, paired)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -221,8 +221,10 @@ def client_round(data: ClientData, broadcast: Message, cfg, strategy: Strategy, 
     own = own_view(data.modality)
     val_labels = data.val.labels.numpy()   # [N] class ids, or [N, C] multi-hot
     # classes present in the validation split (multi-hot: the classes with a positive row)
-    val_classes = 0 if not len(data.val) else int((val_labels.sum(0) > 0).sum()) if data.multilabel \
-        else int(len(np.unique(val_labels)))
+    if data.multilabel:
+        val_classes = int((val_labels.sum(0) > 0).sum()) if len(val_labels) else 0
+    else:
+        val_classes = int(len(np.unique(val_labels)))
     meta = {"client": data.name, "round": r, "n_train": len(data.train), "val_score": float(scores.get(own, 0.0)),
             "val_scores": {k: float(v) for k, v in scores.items()}, "n_val": len(data.val),
             "val_classes": val_classes, "train_loss": float(result.loss),

@@ -75,6 +75,20 @@ def make_optimizer(model: torch.nn.Module, tcfg, device) -> torch.optim.Optimize
                              weight_decay=tcfg.weight_decay, **extra)
 
 
+def batch_loss(model: FedMMModel, batch: dict, gv, modality_dropout: float, generator, terms=(),
+               adjust: torch.Tensor | None = None, paired_adjust: torch.Tensor | None = None,
+               multilabel: bool = False) -> torch.Tensor:
+    """One training step's loss: the (logit-adjusted) task loss plus every enabled term."""
+    out = model(batch, gv, modality_dropout, generator)
+    logits = adjusted_logits(out.logits, adjust, out.has_image, out.has_text, paired_adjust)
+    loss = _task_loss(logits, batch["labels"], multilabel)
+    for term in terms:
+        extra = term(model, batch, out, gv, generator)
+        if extra is not None:
+            loss = loss + extra
+    return loss
+
+
 def train_local(model: FedMMModel, train: EncodedSplit, tcfg, *, generator: torch.Generator, device,
                 multilabel: bool = False, gv: GlobalVectors | None = None, modality_dropout: float = 0.0,
                 terms=(), groups: dict[str, str] | None = None,
@@ -114,13 +128,7 @@ def train_local(model: FedMMModel, train: EncodedSplit, tcfg, *, generator: torc
             idx = order[start:start + tcfg.batch_size]
             batch = make_batch(train, idx, device) if resident is None else {k: v[idx] for k, v in resident.items()}
             with autocast_context(amp, device):
-                out = model(batch, gv, modality_dropout, generator)
-                logits = adjusted_logits(out.logits, adjust, out.has_image, out.has_text, paired)
-                loss = _task_loss(logits, batch["labels"], multilabel)
-                for term in terms:
-                    extra = term(model, batch, out, gv, generator)
-                    if extra is not None:
-                        loss = loss + extra
+                loss = batch_loss(model, batch, gv, modality_dropout, generator, terms, adjust, paired, multilabel)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             for name, group in groups.items():

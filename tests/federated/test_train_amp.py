@@ -56,7 +56,7 @@ def _previous_train_local(model, train, tcfg, *, generator, device, gv=None, mod
         for start in range(0, len(order), tcfg.batch_size):
             batch = make_batch(train, order[start:start + tcfg.batch_size], device)
             out = model(batch, gv, modality_dropout, generator)
-            logits = adjusted_logits(out.logits, adjust, out.has_image, out.has_text, tcfg.balance_paired)
+            logits = adjusted_logits(out.logits, adjust, out.has_image, out.has_text)   # paired rows: raw
             loss = F.cross_entropy(logits, batch["labels"])
             for term in terms:
                 extra = term(model, batch, out, gv, generator)

@@ -89,12 +89,7 @@ def compare(cfg: ModelConfig, B, image_size, max_len, vocab, device, use_gv, amp
     return {n: (rel(a, r), rel(b, r)) for n, a, b, r in zip(names, tri, tor, ref)}
 
 
-@pytest.fixture(autouse=True)
-def exact_fp32():
-    previous = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")
-    yield
-    torch.set_float32_matmul_precision(previous)
+pytestmark = pytest.mark.usefixtures("exact_fp32")   # tests/conftest.py
 
 
 @on_interpreter

@@ -40,13 +40,7 @@ on_interpreter = pytest.mark.skipif(
 on_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
-@pytest.fixture(autouse=True)
-def exact_fp32():
-    """The fp32 tolerance assumes exact fp32 products (PyTorch's default matmul precision)."""
-    previous = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")
-    yield
-    torch.set_float32_matmul_precision(previous)
+pytestmark = pytest.mark.usefixtures("exact_fp32")   # tests/conftest.py
 
 
 @pytest.fixture
