@@ -47,7 +47,8 @@ setup(
     description="Federated multimodal (image+text) learning with missing modalities",
     python_requires=">=3.11",
     packages=[
-        "fedmm", "fedmm.data", "fedmm.models", "fedmm.ops", "fedmm.federated", "fedmm.federated.mechanisms",
+        "fedmm", "fedmm.data", "fedmm.models", "fedmm.ops", "fedmm.ops.aggregation", "fedmm.ops.assignment",
+        "fedmm.ops.attention", "fedmm.ops.clustering", "fedmm.federated", "fedmm.federated.mechanisms",
         "fedmm.engines", "fedmm.engines.flower", "fedmm.deploy", "fedmm.kernels", "fedmm.cli",
     ],
     package_data={"fedmm.engines.flower": ["app/pyproject.toml"]},

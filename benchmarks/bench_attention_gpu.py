@@ -61,7 +61,7 @@ def grads_of(fn, inputs, mask, heads, dout):
 
 def self_check(shapes, dtypes, device, slice_b=32, verbose=True) -> bool:
     from fedmm.kernels import gated_cross_attention_triton
-    from fedmm.ops.attention import gated_cross_attention_naive
+    from fedmm.ops.attention.reference import gated_cross_attention_reference
 
     names = ("out", "xq", "xkv", "wq", "wk", "wv", "wo", "wg", "ug", "bg")
     ok = True
@@ -70,7 +70,7 @@ def self_check(shapes, dtypes, device, slice_b=32, verbose=True) -> bool:
             dtype = DTYPES[dt_name]
             inputs, mask, dout = make_inputs(min(B, slice_b), Lq, Lk, d, heads, dtype, seed=1, device=device)
             got = grads_of(gated_cross_attention_triton, inputs, mask, heads, dout)
-            ref = grads_of(gated_cross_attention_naive, [t.double() for t in inputs], mask, heads, dout.double())
+            ref = grads_of(gated_cross_attention_reference, [t.double() for t in inputs], mask, heads, dout.double())
             errs = {n: ((g.double() - r).norm() / r.norm()).item() for n, g, r in zip(names, got, ref)}
             worst = max(errs, key=lambda n: errs[n] if errs[n] == errs[n] else float("inf"))
             good = all(e <= TOL[dtype] for e in errs.values())
@@ -167,7 +167,7 @@ def main(argv=None) -> int:
     import triton.testing
 
     from fedmm.kernels import gated_cross_attention_triton
-    from fedmm.ops.attention import gated_cross_attention_torch
+    from fedmm.ops.attention.reference import gated_cross_attention_torch
 
     shapes = [TARGET] if args.quick or args.sweep else SHAPES
     if args.shapes:

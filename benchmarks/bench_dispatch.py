@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from fedmm.ops import resolve_backend
-from fedmm.ops.attention import gated_cross_attention, gated_cross_attention_torch
+from fedmm.ops.attention import gated_cross_attention
+from fedmm.ops.attention.reference import gated_cross_attention_torch
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@
 
 Times the fit of :func:`fedmm.ops.kmeans` backends (weighted k-means++ seeding + Lloyd
 iterations, ``iters`` of them) on random data [N, d] with k centers: ``torch`` on the GPU
-(``_kmeans_torch(device="cuda")``, synchronised), ``torch`` on the CPU, and ``faiss`` /
+(``kmeans_reference(device="cuda")``, synchronised), ``torch`` on the CPU, and ``faiss`` /
 ``faiss-gpu`` when the package is importable (FAISS's own seeding and iteration count are the
 same ``iters``; its seeding differs). Printed per size: the median over ``repeats`` runs after
 one warm-up, in ms, and the GPU's speed-up over the CPU. Also checks that the GPU and CPU
@@ -58,7 +58,8 @@ def main(argv=None) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         print("bench_kmeans_gpu.py needs a CUDA device (or --device cpu for a dry run)", file=sys.stderr)
         return 2
-    from fedmm.ops.kmeans import _faiss_gpu_unavailable, _faiss_unavailable, _kmeans_faiss, _kmeans_torch
+    from fedmm.ops.clustering.dispatch import _faiss_gpu_unavailable, _faiss_unavailable, _kmeans_faiss
+    from fedmm.ops.clustering.reference import kmeans_reference
 
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")] if args.sizes else SIZES
     gpu = args.device == "cuda"
@@ -78,9 +79,10 @@ def main(argv=None) -> int:
         w = np.ones(n, np.float32)
         res = {}
         if gpu:
-            res["torch cuda ms"] = time_fit(lambda: _kmeans_torch(x, k, w, args.iters, 0, "cuda"), args.repeats, True)
+            res["torch cuda ms"] = time_fit(lambda: kmeans_reference(x, k, w, args.iters, 0, "cuda"),
+                                            args.repeats, True)
         if not args.no_cpu:
-            res["torch cpu ms"] = time_fit(lambda: _kmeans_torch(x, k, w, args.iters, 0, "cpu"), args.repeats, False)
+            res["torch cpu ms"] = time_fit(lambda: kmeans_reference(x, k, w, args.iters, 0, "cpu"), args.repeats, False)
         for c in faiss_cols:
             res[f"{c} ms"] = time_fit(lambda c=c: _kmeans_faiss(x, k, w, args.iters, 0, gpu=c == "faiss-gpu"),
                                       args.repeats, False)

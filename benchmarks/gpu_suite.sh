@@ -106,7 +106,7 @@ for name in ("triton", "transformers", "torchvision", "numpy", "scipy", "safeten
     except Exception as exc:
         print(f"  {name:13s} not importable ({type(exc).__name__})")
 import fedmm, fedmm.cli.app, fedmm.kernels
-from fedmm.ops.assignment import extension_unavailable
+from fedmm.ops.backend import extension_unavailable
 print(f"fedmm from {fedmm.__path__[0]}; kernels {fedmm.kernels.__file__}; cli {fedmm.cli.app.__file__}")
 print(f"fedmm._C: {extension_unavailable() or 'loaded'}; Triton kernels interpreted: {fedmm.kernels.INTERPRETED}")
 PYEOF

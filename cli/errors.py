@@ -25,7 +25,7 @@ import typer
 from typer.core import TyperGroup
 
 from fedmm.engines.transport import TransportError
-from fedmm.ops._dispatch import BackendUnavailableError
+from fedmm.ops.backend import BackendUnavailableError
 
 DEBUG_FLAG = "--debug"
 DEBUG_ENV = "FEDMM_DEBUG"

@@ -13,6 +13,7 @@ from typing import Any, Iterable
 
 from fedmm.cli.errors import reason, usage_error
 from fedmm.config import PRESETS, RunConfig, load_config, set_key, to_dict
+from fedmm.data.modality import DATA_MODALITIES
 from fedmm.data.partition import MODES
 from fedmm.engines.local import check_checkpoint, load_run_config, resolve_device
 from fedmm.engines.prepare import partition_config
@@ -25,7 +26,6 @@ from fedmm.ops.attention import ATTENTION_BACKENDS
 DEVICES = ("auto", "cpu", "cuda")
 IMAGE_ARCHS = ("small", "large")
 FUSIONS = ("gated", "concat")
-MODALITIES = ("both", "image", "text")
 
 
 def _flat(table: dict, prefix: str = "") -> dict[str, Any]:
@@ -130,7 +130,7 @@ def check_config(cfg: RunConfig, runs_here: bool = True) -> None:
     _choice(cfg.train.amp, AMP_MODES, "train.amp")
     if m.heads < 1 or m.d % m.heads:
         raise usage_error(f"model.heads={m.heads} must divide model.d={m.d}")
-    _choice(cfg.data.modalities, MODALITIES, "data.modalities")
+    _choice(cfg.data.modalities, DATA_MODALITIES, "data.modalities")
     _choice(cfg.tracking, TRACKERS, "tracking")
     _choice(cfg.data.partition, MODES, "data.partition")
     try:

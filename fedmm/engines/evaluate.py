@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from fedmm.data.modality import SCENARIOS
 from fedmm.engines.workers import WorkerPool
 from fedmm.federated.client import ClientStore, build_model, client_init_seed
 from fedmm.federated.params import load_shared
 from fedmm.federated.train import client_views, own_view, predict, view_rows
 from fedmm.metrics import classification_metrics, mean_metrics
 from fedmm.models.model import FedMMModel
-
-SCENARIOS = ("full", "image_only", "text_only")
 
 
 def deployed_model(cfg, vocab_size: int, n_classes: int, data_index: int, store: ClientStore,

@@ -6,11 +6,9 @@ import os
 import shutil
 from pathlib import Path
 
+from fedmm.data.modality import CLIENT_TYPES, SCENARIOS
 from fedmm.federated.privacy import privacy_report
 from fedmm.io import write_json
-
-SCENARIOS = ("full", "image_only", "text_only")
-CLIENT_TYPES = ("image_only", "text_only", "multimodal", "mixed")
 
 
 def write_outputs(run_dir: Path, cfg, results: dict, wall_s: float) -> dict:

@@ -171,8 +171,7 @@ class ClientStore:
         old.unlink(missing_ok=True)
 
 
-def statistics_upload(model: FedMMModel, data: ClientData, broadcast: Message, strategy: Strategy, r: int,
-                      device) -> Message:
+def statistics_upload(model: FedMMModel, data: ClientData, broadcast: Message, r: int, device) -> Message:
     """The statistics pass after the last round: BatchNorm statistics of the global image encoder
     on this client's training images (nothing is trained or saved)."""
     load_shared(model, broadcast.arrays)
@@ -192,7 +191,7 @@ def client_round(data: ClientData, broadcast: Message, cfg, strategy: Strategy, 
     if r > 0:
         store.load(model, r - 1)
     if broadcast.meta.get("task") == bn_stats.TASK:
-        return statistics_upload(model, data, broadcast, strategy, r, device)
+        return statistics_upload(model, data, broadcast, r, device)
     generator = torch.Generator().manual_seed(stable_seed(seed, r, data.index, 2))
     with torch.random.fork_rng(devices=[]):  # dropout draws from the global generator: seed it, then restore
         torch.manual_seed(stable_seed(seed, r, data.index, 4))

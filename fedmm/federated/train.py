@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from fedmm.data.encode import EncodedSplit
+from fedmm.data.modality import VIEWS
 from fedmm.federated.mechanisms.balance import adjusted_logits
 from fedmm.models.model import FedMMModel
 from fedmm.models.surrogate import GlobalVectors
@@ -140,9 +141,6 @@ def train_local(model: FedMMModel, train: EncodedSplit, tcfg, *, generator: torc
             result.steps += 1
     result.loss = float(total) / max(result.steps, 1)
     return result
-
-
-VIEWS = {"full": (True, True), "image_only": (True, False), "text_only": (False, True)}
 
 
 def client_views(modality: str) -> tuple[str, ...]:

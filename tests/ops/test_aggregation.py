@@ -10,9 +10,8 @@ import logging
 import numpy as np
 import pytest
 
-import fedmm.ops.aggregation as aggregation
-import fedmm.ops.assignment as assignment
-from fedmm.ops import BackendUnavailableError, aggregate, krum_scores
+import fedmm.ops.aggregation.dispatch as aggregation
+from fedmm.ops import BackendUnavailableError, aggregate, backend, krum_scores
 
 try:
     from fedmm import _C  # noqa: F401
@@ -262,7 +261,7 @@ def test_gil_released_during_aggregation(main_thread_share):
 def no_extension(monkeypatch):
     """Pretend fedmm._C is missing; dispatch memos are reset before and after."""
     def reset():
-        assignment.warn_fallback_once.cache_clear()
+        backend.warn_fallback_once.cache_clear()
         aggregation._resolve.cache_clear()
     reset()
     monkeypatch.setattr(aggregation, "extension_unavailable", lambda: "fedmm._C could not be imported (test)")

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment as scipy_lsa
 
-import fedmm.ops.assignment as assignment
-from fedmm.ops import BackendUnavailableError, linear_sum_assignment
+import fedmm.ops.assignment.dispatch as assignment
+from fedmm.ops import BackendUnavailableError, backend, linear_sum_assignment
 from fedmm.ops.assignment import linear_sum_assignment_batch
 
 try:
@@ -298,7 +298,7 @@ def test_gil_released_during_solve(main_thread_share):
 def no_extension(monkeypatch):
     """Pretend fedmm._C is missing; dispatch memos are reset before and after."""
     def reset():
-        assignment.warn_fallback_once.cache_clear()
+        backend.warn_fallback_once.cache_clear()
         assignment._resolve.cache_clear()
     reset()
     monkeypatch.setattr(assignment, "extension_unavailable", lambda: "fedmm._C could not be imported (test)")

@@ -5,11 +5,8 @@ import pytest
 import torch
 
 from fedmm.ops import BackendUnavailableError
-from fedmm.ops.attention import (
-    gated_cross_attention,
-    gated_cross_attention_naive,
-    gated_cross_attention_torch,
-)
+from fedmm.ops.attention import gated_cross_attention
+from fedmm.ops.attention.reference import gated_cross_attention_reference, gated_cross_attention_torch
 
 TOL = {torch.float64: 1e-12, torch.float32: 1e-5}
 
@@ -40,7 +37,7 @@ def test_naive_gradcheck_float64():
     inputs, mask, heads = make_inputs(B=2, Lq=3, Lk=4, d=8, heads=2)
     leaves = [t.requires_grad_() for t in inputs]
     assert torch.autograd.gradcheck(
-        lambda *ts: gated_cross_attention_naive(ts[0], ts[1], mask, *ts[2:], heads), leaves, eps=1e-6, atol=1e-8
+        lambda *ts: gated_cross_attention_reference(ts[0], ts[1], mask, *ts[2:], heads), leaves, eps=1e-6, atol=1e-8
     )
 
 
@@ -50,12 +47,12 @@ def test_torch_path_matches_naive(dtype, heads):
     inputs, mask, _ = make_inputs(d=16, heads=heads, dtype=dtype, seed=heads)
     dout = torch.randn(inputs[0].shape, generator=torch.Generator().manual_seed(7), dtype=dtype)
     got = outputs_and_grads(gated_cross_attention_torch, inputs, mask, heads, dout)
-    ref = outputs_and_grads(gated_cross_attention_naive, [t.double() for t in inputs], mask, heads, dout.double())
+    ref = outputs_and_grads(gated_cross_attention_reference, [t.double() for t in inputs], mask, heads, dout.double())
     for i, (x, r) in enumerate(zip(got, ref)):
         assert rel_err(x, r) <= TOL[dtype], i
 
 
-@pytest.mark.parametrize("fn", [gated_cross_attention_naive, gated_cross_attention_torch], ids=["naive", "torch"])
+@pytest.mark.parametrize("fn", [gated_cross_attention_reference, gated_cross_attention_torch], ids=["naive", "torch"])
 def test_fully_masked_rows(fn):
     """A batch element with no valid key has A = 0: out = (1 - G) * xq, no gradient reaches xkv."""
     inputs, mask, heads = make_inputs(fully_masked=(0, 2))
@@ -71,10 +68,10 @@ def test_fully_masked_rows(fn):
 
 def test_masked_keys_are_ignored():
     inputs, mask, heads = make_inputs(fully_masked=())
-    out = gated_cross_attention_naive(inputs[0], inputs[1], mask, *inputs[2:], heads)
+    out = gated_cross_attention_reference(inputs[0], inputs[1], mask, *inputs[2:], heads)
     changed = inputs[1].clone()
     changed[~mask] = 1e3 * torch.randn(int((~mask).sum()), inputs[1].shape[-1], dtype=torch.float64)
-    out2 = gated_cross_attention_naive(inputs[0], changed, mask, *inputs[2:], heads)
+    out2 = gated_cross_attention_reference(inputs[0], changed, mask, *inputs[2:], heads)
     torch.testing.assert_close(out, out2, rtol=1e-12, atol=1e-12)
 
 
@@ -83,7 +80,7 @@ def test_auto_on_cpu_uses_torch_path():
     got = gated_cross_attention(inputs[0], inputs[1], mask, *inputs[2:], heads)
     assert torch.equal(got, gated_cross_attention_torch(inputs[0], inputs[1], mask, *inputs[2:], heads))
     naive = gated_cross_attention(inputs[0], inputs[1], mask, *inputs[2:], heads, backend="naive")
-    assert torch.equal(naive, gated_cross_attention_naive(inputs[0], inputs[1], mask, *inputs[2:], heads))
+    assert torch.equal(naive, gated_cross_attention_reference(inputs[0], inputs[1], mask, *inputs[2:], heads))
 
 
 def test_explicit_triton_on_cpu_without_interpreter_raises(monkeypatch):

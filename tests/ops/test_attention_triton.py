@@ -8,7 +8,7 @@ float32, float16 and bfloat16; skipped without CUDA.
 Every check: fresh random inputs (seeded per case), every kernel output buffer
 poisoned with NaN before the launches, forward and the gradient of every input
 and weight compared with float64 autograd through
-``gated_cross_attention_naive`` by relative error ``||x - ref|| / ||ref||``
+``gated_cross_attention_reference`` by relative error ``||x - ref|| / ||ref||``
 against a per-dtype tolerance table.
 """
 from __future__ import annotations
@@ -25,7 +25,8 @@ import pytest
 import torch
 
 from fedmm.ops import BackendUnavailableError
-from fedmm.ops.attention import gated_cross_attention, gated_cross_attention_naive
+from fedmm.ops.attention import gated_cross_attention
+from fedmm.ops.attention.reference import gated_cross_attention_reference
 
 kernels = pytest.importorskip("fedmm.kernels")
 from fedmm.kernels import _common  # noqa: E402
@@ -81,7 +82,7 @@ def triton_fn(*args):
 
 
 def reference(inputs, mask, dout, heads):
-    return run([t.double() for t in inputs], mask, dout.double(), heads, gated_cross_attention_naive)
+    return run([t.double() for t in inputs], mask, dout.double(), heads, gated_cross_attention_reference)
 
 
 def rel_err(x, ref, floor=0.0):

@@ -7,15 +7,13 @@ the GPU reaches an objective comparable to the CPU's.
 """
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 import pytest
 import torch
 
-from fedmm.ops import kmeans as kmeans_fn   # the function (fedmm.ops re-exports it over the module's name)
+from fedmm.ops import kmeans as kmeans_fn
+from fedmm.ops.clustering import dispatch as kmeans_module, reference
 
-kmeans_module = importlib.import_module("fedmm.ops.kmeans")
 on_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
@@ -34,7 +32,7 @@ def test_default_device_is_the_cpu_without_cuda():
     a = kmeans_fn(x, 4, backend="torch", seed=1)
     b = kmeans_fn(x, 4, backend="torch", seed=1, device="cpu")
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
-    assert kmeans_module.torch_device(None).type == "cpu"
+    assert reference.torch_device(None).type == "cpu"
 
 
 def test_given_device_restricts_auto(monkeypatch):
@@ -43,7 +41,7 @@ def test_given_device_restricts_auto(monkeypatch):
     monkeypatch.setattr(kmeans_module, "_faiss_unavailable", lambda: None)
     monkeypatch.setattr(kmeans_module, "_kmeans_faiss",
                         lambda x, k, w, iters, seed, gpu: calls.append(("faiss-gpu" if gpu else "faiss")) or x[:k])
-    monkeypatch.setattr(kmeans_module, "_kmeans_torch",
+    monkeypatch.setattr(kmeans_module, "kmeans_reference",
                         lambda x, k, w, iters, seed, device=None: calls.append(("torch", str(device))) or x[:k])
     x = _data(40)
     kmeans_fn(x, 3)                       # no device: the previous order, faiss-gpu first
@@ -72,8 +70,8 @@ def test_summaries_cluster_on_the_given_device(monkeypatch):
 def test_gpu_torch_kmeans_matches_cpu_objective():
     x = _data(20_000, d=32, k=16)
     w = np.ones(len(x), np.float32)
-    gpu = kmeans_module._kmeans_torch(x, 16, w, 25, 0, "cuda")
-    cpu = kmeans_module._kmeans_torch(x, 16, w, 25, 0, "cpu")
+    gpu = reference.kmeans_reference(x, 16, w, 25, 0, "cuda")
+    cpu = reference.kmeans_reference(x, 16, w, 25, 0, "cpu")
     assert gpu.shape == cpu.shape == (16, 32)
     assert abs(_inertia(x, gpu) / _inertia(x, cpu) - 1) <= 0.05
     centers, assign = kmeans_fn(x, 16, backend="torch", device="cuda")

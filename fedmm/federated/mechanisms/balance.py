@@ -1,4 +1,5 @@
-"""Logit adjustment for long-tailed and skewed labels (client half only).
+"""Logit adjustment for long-tailed and skewed labels (client half; the server half is the ``balanced``
+flag of ``fedmm.federated.server.calibrate``, docs/ARCHITECTURE.md §6).
 
 Each client trains on ``logits + tau * log(prior)`` (balanced softmax / logit-adjusted
 cross-entropy), ``prior`` being the label frequencies of its own training split

@@ -1,10 +1,14 @@
-"""Weighted K-Means (docs/ARCHITECTURE.md §8): FAISS (GPU build if present, else CPU) or PyTorch Lloyd."""
+"""Weighted K-Means (docs/ARCHITECTURE.md §8): FAISS (GPU build if present, else CPU) or PyTorch Lloyd.
+
+The PyTorch Lloyd reference is :mod:`fedmm.ops.clustering.reference`; FAISS is called here.
+"""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from fedmm.ops._dispatch import resolve_backend
+from fedmm.ops.backend import resolve_backend
+from fedmm.ops.clustering.reference import kmeans_reference
 
 
 def _faiss_unavailable() -> str | None:
@@ -24,37 +28,6 @@ def _faiss_gpu_unavailable() -> str | None:
     if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() == 0:
         return "faiss has no GPU support here"
     return None
-
-
-def torch_device(device=None) -> torch.device:
-    """The device of the torch backend: ``device``, or CUDA when available and none is given."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def _kmeans_torch(x: np.ndarray, k: int, weights: np.ndarray, iters: int, seed: int, device=None) -> np.ndarray:
-    """Weighted k-means++ seeding and Lloyd iterations on ``device`` (see :func:`torch_device`); centers [k, d]."""
-    gen = torch.Generator().manual_seed(seed)
-    device = torch_device(device)
-    xt = torch.from_numpy(x).to(device, torch.float32)  # [N, d]
-    wt = torch.from_numpy(weights).to(device, torch.float32)  # [N]
-    # k-means++ seeding (weighted)
-    first = int(torch.multinomial(wt.cpu() / wt.sum().cpu(), 1, generator=gen))
-    centers = [xt[first]]
-    for _ in range(1, k):
-        d2 = torch.cdist(xt, torch.stack(centers)).min(1).values ** 2  # [N]
-        p = (d2 * wt).cpu()
-        idx = int(torch.multinomial(p / p.sum(), 1, generator=gen)) if p.sum() > 0 else int(torch.randint(len(xt), (1,), generator=gen))
-        centers.append(xt[idx])
-    c = torch.stack(centers)  # [k, d]
-    for _ in range(iters):
-        assign = torch.cdist(xt, c).argmin(1)  # [N]
-        sums = torch.zeros_like(c).index_add_(0, assign, xt * wt[:, None])
-        mass = torch.zeros(k, device=device).index_add_(0, assign, wt)
-        nonempty = mass > 0
-        c[nonempty] = sums[nonempty] / mass[nonempty, None]
-    return c.cpu().numpy()
 
 
 def _kmeans_faiss(x: np.ndarray, k: int, weights: np.ndarray, iters: int, seed: int, gpu: bool) -> np.ndarray:
@@ -86,7 +59,7 @@ def kmeans(x, k: int, weights=None, iters: int = 25, seed: int = 0, backend: str
         available = {n: p for n, p in available.items() if n != ("faiss" if on_gpu else "faiss-gpu")}
     chosen = resolve_backend("kmeans", backend, available)
     if chosen == "torch":
-        centers = _kmeans_torch(x, k, w, iters, seed, device)
+        centers = kmeans_reference(x, k, w, iters, seed, device)
     else:
         centers = _kmeans_faiss(x, k, w, iters, seed, gpu=chosen == "faiss-gpu")
     d2 = ((x[:, None, :] - centers[None, :, :]) ** 2).sum(-1)  # [N, k]

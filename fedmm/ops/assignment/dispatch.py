@@ -4,37 +4,19 @@ Both backends follow :func:`scipy.optimize.linear_sum_assignment`: rectangular m
 either way, ``inf`` (``-inf`` when maximizing) marks a forbidden pair, NaN or a wrong-signed
 infinity raises ``ValueError("... invalid numeric entries")`` and a matrix whose forbidden
 pairs leave no complete assignment raises ``ValueError("cost matrix is infeasible")``.
+The scipy reference is :mod:`fedmm.ops.assignment.reference`.
 """
 from __future__ import annotations
 
 import functools
-import logging
 from typing import Sequence
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment as _scipy_lsa
 
-from fedmm.ops._dispatch import resolve_backend
-
-log = logging.getLogger("fedmm.ops")
+from fedmm.ops.assignment.reference import linear_sum_assignment_batch_reference, linear_sum_assignment_reference
+from fedmm.ops.backend import core, extension_unavailable, resolve_backend, warn_fallback_once
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-@functools.lru_cache(maxsize=1)
-def extension_unavailable() -> str | None:
-    """``None`` if the compiled core ``fedmm._C`` imports, else the reason (shared probe)."""
-    try:
-        from fedmm import _C  # noqa: F401
-    except ImportError as exc:
-        return f"fedmm._C could not be imported ({exc})"
-    return None
-
-
-@functools.lru_cache(maxsize=None)
-def warn_fallback_once(op: str, fallback: str) -> None:
-    """Log, once per op, that ``auto`` fell back because the compiled core is missing."""
-    log.warning("fedmm.ops.%s: %s; using the %s fallback", op, extension_unavailable(), fallback)
 
 
 @functools.lru_cache(maxsize=None)
@@ -42,15 +24,8 @@ def _resolve(op: str, backend: str) -> str:
     """Backend for (op, requested), memoised: the extension's presence cannot change."""
     chosen = resolve_backend(op, backend, {"cpp": extension_unavailable, "scipy": lambda: None})
     if backend == "auto" and chosen != "cpp":
-        warn_fallback_once(op, chosen)
+        warn_fallback_once(op, chosen, extension_unavailable())
     return chosen
-
-
-@functools.lru_cache(maxsize=1)
-def _core():
-    from fedmm import _C
-
-    return _C
 
 
 def _as_cost_matrix(cost, what: str = "linear_sum_assignment") -> np.ndarray:
@@ -73,9 +48,8 @@ def linear_sum_assignment(cost, maximize: bool = False, backend: str = "auto"):
     """
     cost = _as_cost_matrix(cost)
     if _resolve("linear_sum_assignment", backend) == "cpp":
-        return _core().linear_sum_assignment(cost, bool(maximize))
-    r, c = _scipy_lsa(cost, maximize=maximize)
-    return r.astype(np.int64, copy=False), c.astype(np.int64, copy=False)
+        return core().linear_sum_assignment(cost, bool(maximize))
+    return linear_sum_assignment_reference(cost, maximize)
 
 
 def linear_sum_assignment_batch(costs, maximize: bool = False, backend: str = "auto",
@@ -96,12 +70,5 @@ def linear_sum_assignment_batch(costs, maximize: bool = False, backend: str = "a
         items = [_as_cost_matrix(c, f"{what}: instance {b}") for b, c in enumerate(costs)]
         mats = items
     if _resolve(what, backend) == "cpp":
-        return _core().linear_sum_assignment_batch(mats, bool(maximize), int(n_threads or 0))
-    out = []
-    for b, c in enumerate(items):
-        try:
-            r, col = _scipy_lsa(c, maximize=maximize)
-        except ValueError as exc:
-            raise ValueError(f"{what}: instance {b}: {exc}") from exc
-        out.append((r.astype(np.int64, copy=False), col.astype(np.int64, copy=False)))
-    return out
+        return core().linear_sum_assignment_batch(mats, bool(maximize), int(n_threads or 0))
+    return linear_sum_assignment_batch_reference(items, maximize)

@@ -1,4 +1,4 @@
-"""Gated cross-attention (docs/ARCHITECTURE.md §4): reference implementations and dispatch.
+"""Gated cross-attention (docs/ARCHITECTURE.md §4): input checks and dispatch to Triton or the references.
 
 Math (weights applied as ``x @ W``; ``dh = d / heads``)::
 
@@ -10,13 +10,12 @@ Math (weights applied as ``x @ W``; ``dh = d / heads``)::
 """
 from __future__ import annotations
 
-import math
 import os
 
 import torch
-import torch.nn.functional as F
 
-from fedmm.ops._dispatch import resolve_backend
+from fedmm.ops.attention.reference import gated_cross_attention_reference, gated_cross_attention_torch
+from fedmm.ops.backend import resolve_backend
 
 
 def _check_inputs(xq, xkv, kv_mask, weights, bg, heads) -> None:
@@ -34,43 +33,6 @@ def _check_inputs(xq, xkv, kv_mask, weights, bg, heads) -> None:
         raise ValueError(f"bg must be [{d}]; got {tuple(bg.shape)}")
     if heads <= 0 or d % heads:
         raise ValueError(f"heads={heads} must divide d={d}")
-
-
-def _gate(xq, o, wg, ug, bg):
-    g = torch.sigmoid(xq @ wg + o @ ug + bg)  # [B, Lq, d]
-    return g * o + (1 - g) * xq
-
-
-def gated_cross_attention_naive(xq, xkv, kv_mask, wq, wk, wv, wo, wg, ug, bg, heads):
-    """Explicit-softmax reference (float64-friendly, used as the test oracle)."""
-    B, Lq, d = xq.shape
-    Lk, dh = xkv.shape[1], d // heads
-    q = (xq @ wq).view(B, Lq, heads, dh).transpose(1, 2)  # [B, H, Lq, dh]
-    k = (xkv @ wk).view(B, Lk, heads, dh).transpose(1, 2)  # [B, H, Lk, dh]
-    v = (xkv @ wv).view(B, Lk, heads, dh).transpose(1, 2)  # [B, H, Lk, dh]
-    any_valid = kv_mask.any(dim=1)  # [B]
-    # rows with no valid key: softmax over all keys (finite), then zeroed below
-    mask = kv_mask | ~any_valid[:, None]  # [B, Lk]
-    scores = (q @ k.transpose(-1, -2)) / math.sqrt(dh)  # [B, H, Lq, Lk]
-    scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
-    probs = torch.softmax(scores, dim=-1) * any_valid[:, None, None, None].to(scores.dtype)
-    o = (probs @ v).transpose(1, 2).reshape(B, Lq, d) @ wo  # [B, Lq, d]
-    return _gate(xq, o, wg, ug, bg)
-
-
-def gated_cross_attention_torch(xq, xkv, kv_mask, wq, wk, wv, wo, wg, ug, bg, heads):
-    """PyTorch fallback: scaled_dot_product_attention + gate epilogue."""
-    B, Lq, d = xq.shape
-    Lk, dh = xkv.shape[1], d // heads
-    q = (xq @ wq).view(B, Lq, heads, dh).transpose(1, 2)  # [B, H, Lq, dh]
-    k = (xkv @ wk).view(B, Lk, heads, dh).transpose(1, 2)  # [B, H, Lk, dh]
-    v = (xkv @ wv).view(B, Lk, heads, dh).transpose(1, 2)  # [B, H, Lk, dh]
-    any_valid = kv_mask.any(dim=1)  # [B]
-    mask = (kv_mask | ~any_valid[:, None])[:, None, None, :]  # [B, 1, 1, Lk]
-    attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, H, Lq, dh]
-    attn = attn * any_valid[:, None, None, None].to(attn.dtype)
-    o = attn.transpose(1, 2).reshape(B, Lq, d) @ wo  # [B, Lq, d]
-    return _gate(xq, o, wg, ug, bg)
 
 
 def _triton_unavailable(device_type: str, dtype: torch.dtype | None = None) -> str | None:
@@ -114,5 +76,5 @@ def gated_cross_attention(xq, xkv, kv_mask, wq, wk, wv, wo, wg, ug, bg, heads, b
         from fedmm.kernels import gated_cross_attention_triton
 
         return gated_cross_attention_triton(xq, xkv, kv_mask, wq, wk, wv, wo, wg, ug, bg, heads)
-    fn = gated_cross_attention_torch if chosen == "torch" else gated_cross_attention_naive
+    fn = gated_cross_attention_torch if chosen == "torch" else gated_cross_attention_reference
     return fn(xq, xkv, kv_mask, wq, wk, wv, wo, wg, ug, bg, heads)

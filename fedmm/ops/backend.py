@@ -1,8 +1,10 @@
-"""Backend selection shared by every op in :mod:`fedmm.ops`.
+"""Backend selection shared by every op in :mod:`fedmm.ops` (docs/ARCHITECTURE.md §8).
 
 ``auto`` picks the first available backend of an op's preference list and logs
 the choice once per (op, backend); an explicitly requested backend that is not
 available raises :class:`BackendUnavailableError` -- never a silent fallback.
+The probe of the compiled core ``fedmm._C`` (the ``cpp`` backend of the aggregation
+and assignment ops) lives here too, so that no op imports another.
 """
 from __future__ import annotations
 
@@ -40,3 +42,27 @@ def resolve_backend(op: str, requested: str, available: Mapping[str, Callable[[]
     if reason is not None:
         raise BackendUnavailableError(f"{op}: backend {requested!r} unavailable: {reason}")
     return requested
+
+
+@functools.lru_cache(maxsize=1)
+def extension_unavailable() -> str | None:
+    """``None`` if the compiled core ``fedmm._C`` imports, else the reason."""
+    try:
+        from fedmm import _C  # noqa: F401
+    except ImportError as exc:
+        return f"fedmm._C could not be imported ({exc})"
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def warn_fallback_once(op: str, fallback: str, reason: str | None) -> None:
+    """Log, once per op, that ``auto`` fell back because the compiled core is missing (``reason``)."""
+    log.warning("fedmm.ops.%s: %s; using the %s fallback", op, reason, fallback)
+
+
+@functools.lru_cache(maxsize=1)
+def core():
+    """The compiled core module ``fedmm._C`` (import it only once a probe said it loads)."""
+    from fedmm import _C
+
+    return _C
