@@ -54,6 +54,15 @@ def extension_unavailable() -> str | None:
     return None
 
 
+def resolve_compiled(op: str, backend: str, fallback: str, probe: Callable[[], str | None]) -> str:
+    """``cpp`` or ``fallback`` for ``op``: :func:`resolve_backend` over those two, with ``probe``
+    saying why the compiled core is unavailable, and a one-time warning when ``auto`` falls back."""
+    chosen = resolve_backend(op, backend, {"cpp": probe, fallback: lambda: None})
+    if backend == "auto" and chosen != "cpp":
+        warn_fallback_once(op, chosen, probe())
+    return chosen
+
+
 @functools.lru_cache(maxsize=None)
 def warn_fallback_once(op: str, fallback: str, reason: str | None) -> None:
     """Log, once per op, that ``auto`` fell back because the compiled core is missing (``reason``)."""

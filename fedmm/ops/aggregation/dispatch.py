@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from fedmm.ops.aggregation.reference import aggregate_reference, krum_scores_reference
-from fedmm.ops.backend import core, extension_unavailable, resolve_backend, warn_fallback_once
+from fedmm.ops.backend import core, extension_unavailable, resolve_compiled
 
 METHODS = ("mean", "median", "trimmed_mean")
 
@@ -24,10 +24,7 @@ METHODS = ("mean", "median", "trimmed_mean")
 @functools.lru_cache(maxsize=None)
 def _resolve(op: str, backend: str) -> str:
     """Backend for (op, requested), memoised: the extension's presence cannot change."""
-    chosen = resolve_backend(op, backend, {"cpp": extension_unavailable, "numpy": lambda: None})
-    if backend == "auto" and chosen != "cpp":
-        warn_fallback_once(op, chosen, extension_unavailable())
-    return chosen
+    return resolve_compiled(op, backend, "numpy", extension_unavailable)
 
 
 def _prepare(buffers, masks) -> list:

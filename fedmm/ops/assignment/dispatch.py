@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from fedmm.ops.assignment.reference import linear_sum_assignment_batch_reference, linear_sum_assignment_reference
-from fedmm.ops.backend import core, extension_unavailable, resolve_backend, warn_fallback_once
+from fedmm.ops.backend import core, extension_unavailable, resolve_compiled
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -22,10 +22,7 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 @functools.lru_cache(maxsize=None)
 def _resolve(op: str, backend: str) -> str:
     """Backend for (op, requested), memoised: the extension's presence cannot change."""
-    chosen = resolve_backend(op, backend, {"cpp": extension_unavailable, "scipy": lambda: None})
-    if backend == "auto" and chosen != "cpp":
-        warn_fallback_once(op, chosen, extension_unavailable())
-    return chosen
+    return resolve_compiled(op, backend, "scipy", extension_unavailable)
 
 
 def _as_cost_matrix(cost, what: str = "linear_sum_assignment") -> np.ndarray:
