@@ -15,6 +15,7 @@ from fedmm.cli.preflight import load_cli_config, load_resume_config
 from fedmm.engines.evaluate import summarize_seeds
 from fedmm.engines.local import new_run_dir, resolve_transport, run_simulation
 from fedmm.engines.report import summary_rows
+from fedmm.federated.mechanisms import bn_stats
 
 
 class RichReporter:
@@ -26,6 +27,7 @@ class RichReporter:
         self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), TextColumn("{task.fields[status]}"), console=console)
         self.rounds = self.clients = None
+        self.statistics = False
 
     def _begin(self) -> None:
         if not self.started:
@@ -50,6 +52,14 @@ class RichReporter:
         self.clients = self.progress.add_task(f"round {r + 1} clients", total=n_clients, status="")
 
     def client_done(self, name, meta):
+        if meta.get("task") == bn_stats.TASK:   # the statistics pass after the last round: a bar of its own
+            if not self.statistics:
+                total = self.progress.tasks[self.progress.task_ids.index(self.clients)].total
+                self.progress.remove_task(self.clients)
+                self.clients, self.statistics = self.progress.add_task("statistics pass", total=total,
+                                                                       status=""), True
+            self.progress.update(self.clients, advance=1, status=name)
+            return
         self.progress.update(self.clients, advance=1, status=f"{name} val F1 {meta['val_score']:.3f}")
 
     def end_round(self, r, info):

@@ -32,6 +32,7 @@ from fedmm.engines.flower.records import from_records, to_records
 from fedmm.engines.local import ServerContext, run_rounds
 from fedmm.engines.transport import (FederationInfo, RoundFailed, check_upload, n_requested_logits,
                                      order_uploads)
+from fedmm.federated.mechanisms import bn_stats
 from fedmm.federated.messages import Message, MessageError
 from fedmm.io import write_json
 
@@ -49,7 +50,10 @@ class LogReporter:
         log(INFO, "[fedmm] round %d/%d: %d clients", r + 1, total_rounds, n_clients)
 
     def client_done(self, name: str, meta: dict) -> None:
-        log(INFO, "[fedmm]   %s: val macro-F1 %.3f", name, meta["val_score"])
+        if meta.get("task") == bn_stats.TASK:
+            log(INFO, "[fedmm]   %s: BatchNorm statistics", name)
+        else:
+            log(INFO, "[fedmm]   %s: val macro-F1 %.3f", name, meta["val_score"])
 
     def end_round(self, r: int, info: dict) -> None:
         log(INFO, "[fedmm] round %d done in %.0f s: %d uploads, mean val macro-F1 %.3f", r + 1,
