@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from fedmm.cli.errors import reason, usage_error
-from fedmm.config import PRESETS, RunConfig, load_config, set_key, to_dict
+from fedmm.config import PRESETS, RunConfig, load_config, read_config, set_key, to_dict
 from fedmm.data.modality import DATA_MODALITIES
 from fedmm.data.partition import MODES
-from fedmm.engines.local import check_checkpoint, load_run_config, resolve_device
+from fedmm.engines.loop import check_checkpoint
 from fedmm.engines.prepare import partition_config
 from fedmm.engines.tracking import TRACKERS
+from fedmm.engines.workers import resolve_device
 from fedmm.federated.strategies import STRATEGIES, strategy_from_config
 from fedmm.federated.train import AMP_MODES
 from fedmm.models.encoders import TEXT_SIZES
@@ -159,7 +160,7 @@ def load_resume_config(run_dir: Path) -> RunConfig:
     if not (run_dir / "config.toml").is_file():
         raise usage_error(f"--resume {run_dir}: not a run directory (no config.toml); "
                           "give a run directory made by 'fedmm run'")
-    cfg = load_run_config(run_dir)
+    cfg = read_config(run_dir / "config.toml")
     check_checkpoint(run_dir)
     return cfg
 

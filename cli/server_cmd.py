@@ -66,7 +66,7 @@ def aggregate(
 ) -> None:
     """Server step on this round's valid uploads; publish the new global state (bad uploads are left out)."""
     try:
-        state, info, problems = aggregate_round(root, ConsoleReporter(), min_clients)
+        state, _ = aggregate_round(root, ConsoleReporter(), min_clients)
     except RoundFailed as exc:
         _fail(exc)
     except (FileNotFoundError, MessageError) as exc:

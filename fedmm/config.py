@@ -221,6 +221,22 @@ def from_dict(table: dict) -> RunConfig:
     return cfg
 
 
+def read_config(path: str | Path, missing: str = "not a run directory") -> RunConfig:
+    """The resolved config a run saved to ``path`` (``config.toml``, written by :func:`to_toml`).
+
+    Raises FileNotFoundError naming the file, with ``missing`` saying what its absence means,
+    and ValueError naming the file when it is damaged."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing ({missing})")
+    try:
+        with open(path, "rb") as fh:
+            return from_dict(tomllib.load(fh))
+    except (tomllib.TOMLDecodeError, KeyError, ValueError) as exc:
+        why = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        raise ValueError(f"{path}: damaged run config ({why}); restore it or start a new run") from exc
+
+
 def _toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"

@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from pathlib import Path
 
 import torch
 
-from fedmm.config import RunConfig, from_dict
+from fedmm.config import RunConfig, read_config
 from fedmm.data.encode import EncodedSplit, encode_split
 from fedmm.data.manifest import load_manifest
 from fedmm.data.tokenizer import load_tokenizer
 from fedmm.engines.prepare import hide_modality
 from fedmm.engines.transport import FederationInfo, broadcast_spec, check_broadcast
+from fedmm.engines.workers import resolve_device
 from fedmm.federated.client import ClientData, ClientStore, build_model, client_init_seed, client_round, model_state
 from fedmm.federated.messages import Message, MessageError
 from fedmm.federated.params import load_shared, shared_shapes
@@ -63,13 +63,12 @@ class ClientStateStore(ClientStore):
                 self.path(r).unlink(missing_ok=True)
 
 
-def read_config(path: str | Path) -> RunConfig:
-    """The run configuration published by the server (``config.toml``)."""
-    try:
-        with open(path, "rb") as fh:
-            return from_dict(tomllib.load(fh))
-    except FileNotFoundError as exc:
-        raise FileNotFoundError(f"{path}: missing (the server publishes it with 'fedmm server init')") from exc
+def read_federation(folder: str | Path) -> tuple[RunConfig, FederationInfo]:
+    """The run config and the federation facts the server published in ``folder``
+    (``config.toml``, ``federation.json``)."""
+    folder = Path(folder)
+    cfg = read_config(folder / "config.toml", "the server publishes it with 'fedmm server init'")
+    return cfg, FederationInfo.load(folder / "federation.json")
 
 
 def client_identity(client_dir: Path, info: FederationInfo) -> tuple[str, int]:
@@ -114,10 +113,7 @@ def _apply_local(cfg: RunConfig, device: str | None, threads: int | None) -> tor
         cfg.threads = int(threads)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    name = device or cfg.device
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
+    return resolve_device(device or cfg.device)
 
 
 def train_step(client_dir: Path, shared_dir: Path, broadcast: Message, cfg: RunConfig, info: FederationInfo,

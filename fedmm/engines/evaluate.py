@@ -28,7 +28,7 @@ def client_test_metrics(data_index: int, modality: str, cfg, strategy, fed_facts
     """Test metrics of one client's deployed model on the views its modalities allow."""
     vocab_size, classes, multilabel = fed_facts
     model = deployed_model(cfg, vocab_size, len(classes), data_index, store, shared, device)
-    views = SCENARIOS if strategy.name == "centralized" else client_views(modality)
+    views = SCENARIOS if strategy.pools_data else client_views(modality)
     logits = predict(model, test, device, gv, views, cfg.train.eval_batch_size)
     labels = test.labels.numpy()
     out = {"modality": modality,
@@ -57,7 +57,7 @@ def evaluate_federation(fed, cfg, strategy, state, stores: dict[str, ClientStore
     per_client = {fed.clients[i].name: done[i] for i in sorted(done)}
     val = pooled_validation([m.pop("val", {}) for m in per_client.values()], facts[1], facts[2])
     test = {s: mean_metrics([m[s] for m in per_client.values() if s in m]) for s in SCENARIOS}
-    if strategy.name == "centralized":
+    if strategy.pools_data:
         only = next(iter(per_client.values()))
         # a view with no scorable rows (e.g. text_only when reports are hidden everywhere) is left out
         types = {t: only[own_view(t)] for t in ("image_only", "text_only", "multimodal") if own_view(t) in only}

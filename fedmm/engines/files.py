@@ -15,8 +15,9 @@
 ``fedmm client train`` (``train_client``), the server ``fedmm server aggregate``
 (:func:`aggregate`) and every client ``fedmm client update`` (``update_client``).
 Files are safetensors + JSON, written to a temporary name and renamed; the
-server validates every upload and leaves a client out of the round (with the
-reason) when its upload is missing or bad.
+server reads what is there (:func:`read_uploads`) and takes it through the round
+loop's :func:`~fedmm.engines.loop.accept`, which leaves a client out of the round
+(with the reason) when its upload is missing or bad.
 """
 from __future__ import annotations
 
@@ -29,11 +30,12 @@ from fedmm.config import RunConfig, to_toml
 from fedmm.data.encode import encode_split
 from fedmm.data.manifest import load_manifest
 from fedmm.data.tokenizer import load_tokenizer, train_wordpiece
-from fedmm.engines.clientside import ClientStateStore, read_config, train_step, update_step
-from fedmm.engines.local import NullReporter, ServerContext
+from fedmm.engines.clientside import ClientStateStore, read_federation, train_step, update_step
+from fedmm.engines.loop import NullReporter, ServerContext, run_step
 from fedmm.engines.prepare import hide_modality
-from fedmm.engines.transport import FederationInfo, RoundFailed, check_upload, n_requested_logits
+from fedmm.engines.transport import FederationInfo, Reply, RoundFailed
 from fedmm.federated.messages import Message, MessageError
+from fedmm.federated.strategies import pools_data
 from fedmm.io import read_json, write_json
 
 
@@ -93,7 +95,7 @@ def train_client(client_dir: Path, shared: Path | None = None, upload_root: Path
                  device: str | None = None, threads: int | None = None) -> Path:
     """``fedmm client train``: train on the published state; write the upload; return its path stem."""
     client_dir, shared = _client_paths(client_dir, shared)
-    cfg, info = read_config(shared / "config.toml"), FederationInfo.load(shared / "federation.json")
+    cfg, info = read_federation(shared)
     up = train_step(client_dir, shared, read_published(shared), cfg, info, device, threads)
     r = int(up.meta["round"])
     root = Path(upload_root) if upload_root else client_dir.parent / "server" / "uploads"
@@ -107,7 +109,7 @@ def update_client(client_dir: Path, shared: Path | None = None, device: str | No
                   threads: int | None = None) -> dict:
     """``fedmm client update``: own encoders + the published global part -> best_model.safetensors."""
     client_dir, shared = _client_paths(client_dir, shared)
-    cfg, info = read_config(shared / "config.toml"), FederationInfo.load(shared / "federation.json")
+    cfg, info = read_federation(shared)
     return update_step(client_dir, shared, read_published(shared), cfg, info, device, threads)
 
 
@@ -131,7 +133,7 @@ def federation_from_root(root: Path, cfg: RunConfig) -> tuple[FederationInfo, Pa
 
 def init_server(root: Path, cfg: RunConfig, overwrite: bool = False, reporter=None) -> ServerContext:
     """``fedmm server init``: the server's files, the static files clients need, global state of round 0."""
-    if cfg.fed.strategy == "centralized":
+    if pools_data(cfg.fed.strategy):
         raise ValueError("the centralized baseline pools all data; it cannot run over the file exchange")
     root, server = Path(root), Path(root) / "server"
     if (server / "checkpoints" / "latest.json").exists() and not overwrite:
@@ -154,36 +156,34 @@ def init_server(root: Path, cfg: RunConfig, overwrite: bool = False, reporter=No
 def server_context(root: Path, reporter=None, min_clients: int | None = None) -> ServerContext:
     """The server of CLIENT_ROOT as ``fedmm server init`` left it (``min_clients`` overrides the config)."""
     server = Path(root) / "server"
-    cfg = read_config(server / "config.toml")
+    cfg, info = read_federation(server)
     if min_clients is not None:
         cfg.fed.min_clients = int(min_clients)
-    return ServerContext(cfg, FederationInfo.load(server / "federation.json"), server, reporter or NullReporter())
+    return ServerContext(cfg, info, server, reporter or NullReporter())
 
 
-def read_uploads(folder: Path, ctx: ServerContext, round_idx: int, n_logits: int | None) -> tuple[list, list]:
-    """Valid uploads of ``round_idx`` in federation order, and one line per client left out."""
-    uploads, problems = [], []
-    for name in ctx.info.clients:
+def read_uploads(folder: Path, clients: list[str], round_idx: int) -> tuple[list[Reply], list[str]]:
+    """The uploads of ``round_idx`` found in ``folder`` (one per client, in federation order, not yet
+    validated) and one line per client whose upload is missing or cannot be read."""
+    replies, problems = [], []
+    for name in clients:
         stem = Path(folder) / name
         if not stem.with_suffix(".json").exists():
             problems.append(f"{name}: no upload for round {round_idx + 1} ({stem}.json missing)")
             continue
         try:
-            msg = Message.load(stem, "upload")
-            if check_upload(msg, ctx.spec, round_idx, ctx.info.clients, n_logits) != name:
-                raise MessageError(f"{stem}: upload claims to come from {msg.meta.get('client')!r}")
+            replies.append(Reply(name, Message.load(stem, "upload"), client=name))
         except MessageError as exc:
             problems.append(f"{name}: upload rejected: {exc}")
-            continue
-        uploads.append(msg)
-    return uploads, problems
+    return replies, problems
 
 
 def aggregate(root: Path, reporter=None, min_clients: int | None = None) -> tuple:
-    """``fedmm server aggregate``: server step on this round's valid uploads; publish the new global state.
+    """``fedmm server aggregate``: one step of the round loop (:func:`fedmm.engines.loop.run_step`) on
+    the uploads in this round's folder; publish the new global state. Returns (state, round info).
 
-    Returns (state, round info, problems). Raises :class:`RoundFailed` (global state
-    untouched) when fewer than ``min_clients`` valid uploads arrived.
+    Raises :class:`RoundFailed` (global state untouched) when fewer than ``min_clients`` valid
+    uploads arrived (none in the statistics pass) or when every round is done.
     """
     ctx = server_context(root, reporter, min_clients)
     if not (ctx.ckpt_dir / "latest.json").exists():
@@ -194,26 +194,14 @@ def aggregate(root: Path, reporter=None, min_clients: int | None = None) -> tupl
     if not (shared / "latest.json").exists() or read_json(shared / "latest.json").get("round") != state.round:
         publish_state(shared, ctx.next_broadcast(state))   # an earlier run stopped in between
         ctx.reporter.message(f"published the global state after round {state.round} again")
-    if ctx.needs_statistics(state):   # after the last round: pool the clients' BatchNorm statistics
-        uploads, problems = read_uploads(uploads_dir(root, state.round), ctx, state.round, None)
-        for line in problems:
-            ctx.reporter.message(f"left out of the statistics pass: {line}")
-        if not uploads:
-            raise RoundFailed("statistics pass: no valid upload yet (each client runs 'fedmm client train' once "
-                              "more after the last round)")
-        state = ctx.finish_statistics(state, uploads, wall + time.time() - t0)
-        publish_state(shared, ctx.next_broadcast(state))
-        return state, {"n_uploads": len(uploads), "statistics": True}, problems
-    if state.round >= ctx.cfg.fed.rounds:
+    if state.round >= ctx.cfg.fed.rounds and not ctx.needs_statistics(state):
         raise RoundFailed(f"all {ctx.cfg.fed.rounds} rounds are done (raise fed.rounds in {ctx.run_dir}/config.toml "
                           "to continue)")
-    broadcast = ctx.next_broadcast(state)
-    uploads, problems = read_uploads(uploads_dir(root, state.round), ctx, state.round, n_requested_logits(broadcast))
-    for line in problems:
-        ctx.reporter.message(f"left out of round {state.round + 1}: {line}")
-    state, info = ctx.finish_round(state, uploads, wall + time.time() - t0)
+    broadcast = ctx.next_broadcast(state)   # after the last round: the statistics pass, when it is due
+    replies, problems = read_uploads(uploads_dir(root, state.round), ctx.info.clients, state.round)
+    state, info = run_step(ctx, state, broadcast, replies, problems, wall + time.time() - t0)
     publish_state(shared, ctx.next_broadcast(state))
-    return state, info, problems
+    return state, info
 
 
 def link_simulation_root(fed, cfg: RunConfig, root: Path) -> Path:
@@ -235,7 +223,7 @@ def link_simulation_root(fed, cfg: RunConfig, root: Path) -> Path:
 
 
 class FilesTransport:
-    """Round exchange through files: publish, run each client's file step, read back validated uploads."""
+    """Round exchange through files: publish, run each client's file step, read back the uploads."""
 
     def __init__(self, root: Path, ctx: ServerContext, device: str | None = None) -> None:
         self.root, self.ctx, self.device = Path(root), ctx, device
@@ -248,7 +236,7 @@ class FilesTransport:
         publish_static(shared_dir(root), ctx.cfg, ctx.info, root / "public", tok_dir)
         return cls(root, ctx, str(device))
 
-    def exchange(self, broadcast: Message, round_idx: int) -> list[Message]:
+    def exchange(self, broadcast: Message, round_idx: int) -> tuple[list[Reply], list[str]]:
         publish_state(shared_dir(self.root), broadcast)
         # 'client update' between rounds only rewrites best_model.safetensors: finish() does it once
         for name in self.ctx.info.clients:
@@ -257,11 +245,7 @@ class FilesTransport:
                 self.ctx.reporter.client_done(name, read_json(stem.with_suffix(".json"))["meta"])
             except (MessageError, FileNotFoundError, ValueError, RuntimeError) as exc:
                 self.ctx.reporter.message(f"{name}: client step failed: {exc}")
-        uploads, problems = read_uploads(uploads_dir(self.root, round_idx), self.ctx, round_idx,
-                                         n_requested_logits(broadcast))
-        for line in problems:
-            self.ctx.reporter.message(f"left out of round {round_idx + 1}: {line}")
-        return uploads
+        return read_uploads(uploads_dir(self.root, round_idx), self.ctx.info.clients, round_idx)
 
     def finish(self, state) -> None:
         """Publish the final global state and let every client take it in (best_model.safetensors)."""

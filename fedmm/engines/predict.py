@@ -25,14 +25,15 @@ from pathlib import Path
 
 import torch
 
-from fedmm.config import RunConfig
+from fedmm.config import RunConfig, read_config
 from fedmm.data.manifest import load_manifest
 from fedmm.data.tokenizer import load_tokenizer
-from fedmm.engines.clientside import ClientStateStore, client_identity, read_config
+from fedmm.engines.clientside import ClientStateStore, client_identity, read_federation
 from fedmm.engines.evaluate import deployed_model
 from fedmm.engines.files import read_published
-from fedmm.engines.local import check_checkpoint, load_run_config, resolve_device
+from fedmm.engines.loop import check_checkpoint
 from fedmm.engines.transport import FederationInfo
+from fedmm.engines.workers import resolve_device
 from fedmm.federated.client import ClientStore, build_model, client_init_seed, load_model_state
 from fedmm.federated.messages import Message
 from fedmm.federated.server import ServerState
@@ -116,7 +117,7 @@ def _client_store(run_dir: Path, client: str, rounds: int) -> ClientStore:
 def load_run_predictor(run_dir: str | Path, client: str | None, device: str | None = None) -> Predictor:
     """The deployed model of ``client`` in a finished run directory (final round of ``fedmm run``)."""
     run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir)
+    cfg = read_config(run_dir / "config.toml")
     rounds = check_checkpoint(run_dir)
     if rounds < int(cfg.fed.rounds):
         raise ValueError(f"{run_dir}: the run stopped after {rounds} of {cfg.fed.rounds} rounds; "
@@ -135,7 +136,7 @@ def load_run_predictor(run_dir: str | Path, client: str | None, device: str | No
     store = _client_store(run_dir, client, rounds)
     model = deployed_model(cfg, info.vocab_size, len(info.classes), info.clients.index(client), store,
                            state.shared if strategy.share else None, dev)
-    view = "full" if strategy.name == "centralized" else own_view(_client_modality(run_dir, client))
+    view = "full" if strategy.pools_data else own_view(_client_modality(run_dir, client))
     return Predictor(cfg, list(info.classes), info.multilabel, tok, model, state.gv if strategy.prototypes else None,
                      view, client, f"{run_dir} ({client}, round {rounds})", dev)
 
@@ -163,7 +164,7 @@ def load_client_predictor(client_dir: str | Path, shared: str | Path | None = No
     if not best.is_file():
         raise FileNotFoundError(f"{best}: missing; the client takes in the final global state with "
                                 f"'fedmm client update --client-dir {client_dir}'")
-    cfg, info = read_config(shared / "config.toml"), FederationInfo.load(shared / "federation.json")
+    cfg, info = read_federation(shared)
     name, index = client_identity(client_dir, info)
     tok = load_tokenizer(shared / "tokenizer")
     _check_vocab(tok, info, shared / "tokenizer")

@@ -18,6 +18,7 @@ from fedmm.data.synth import SynthConfig, generate_synthcxr
 from fedmm.data.tokenizer import load_tokenizer, train_wordpiece
 from fedmm.federated.attacks import resolve_attackers
 from fedmm.federated.client import ClientData
+from fedmm.federated.strategies import pools_data
 
 
 @dataclass
@@ -142,7 +143,7 @@ def prepare_federation(cfg, root: Path | None = None) -> Federation:
     for k, c in enumerate(info["clients"]):
         train, val = encode(root / c["name"] / "train"), encode(root / c["name"] / "val")
         clients.append(ClientData(c["name"], k, train, val, public, classes, multilabel))
-    if cfg.fed.strategy == "centralized":
+    if pools_data(cfg.fed.strategy):   # the centralized baseline: one site holds every client's rows
         clients = [ClientData("central", 0, concat_splits([c.train for c in clients]),
                               concat_splits([c.val for c in clients]), public, classes, multilabel)]
     resolve_attackers(cfg, [(c.name, c.modality) for c in clients])   # attack.*: fills cfg.attack.clients (off: no-op)

@@ -1,11 +1,13 @@
-"""Transports: how one round's broadcast reaches the clients and their uploads come back.
+"""Transports: how one round's broadcast reaches the clients and their replies come back.
 
-The round loop (:func:`fedmm.engines.local.run_rounds`) is written once; a
-transport only implements ``exchange(broadcast, round) -> uploads`` (and
-``finish(state)`` after the last round). Three exist: :class:`InProcessTransport`
+The round loop (:func:`fedmm.engines.loop.run_rounds`) is written once; a
+transport only moves messages: ``exchange(broadcast, round) -> (replies, problems)``
+(and ``finish(state)`` after the last round). Three exist: :class:`InProcessTransport`
 (here), the file exchange (:mod:`fedmm.engines.files`) and Flower
-(:mod:`fedmm.engines.flower`). Every upload that crossed a process or machine
-boundary goes through :func:`check_upload` before the server uses it.
+(:mod:`fedmm.engines.flower`). Every reply goes through
+:func:`fedmm.engines.loop.accept` (:func:`check_upload`, :func:`order_uploads`)
+before the server uses it. This module also holds the message contract both sides
+check: :class:`FederationInfo`, the upload and broadcast specs and their checks.
 """
 from __future__ import annotations
 
@@ -36,10 +38,20 @@ class RoundFailed(TransportError):
     """A round could not complete (too few valid uploads); the last global state is kept."""
 
 
+@dataclass
+class Reply:
+    """One message that came back to the server in a round, not yet validated."""
+
+    source: str              # who sent it, as lines about it name it ("client_3", "node 12")
+    message: Message
+    client: str | None = None  # the client it came from when the transport knows (its upload must claim it)
+    announce: bool = False     # reporter.client_done once it is accepted (the transport did not report it)
+
+
 class Transport(Protocol):
     stores: dict[str, ClientStore]    # where each client's model state lives (final evaluation)
 
-    def exchange(self, broadcast: Message, round_idx: int) -> list[Message]: ...
+    def exchange(self, broadcast: Message, round_idx: int) -> tuple[list[Reply], list[str]]: ...
     def finish(self, state) -> None: ...
 
 
@@ -251,26 +263,29 @@ class InProcessTransport:
     """Clients of this machine (one after another, or side by side in ``pool``'s worker processes);
     their state lives in RUN_DIR/clients/<name>/, uploads pass through RUN_DIR/exchange/."""
 
-    def __init__(self, fed, cfg, strategy, spec: dict[str, tuple], run_dir: Path, device, reporter,
-                 pool: WorkerPool | None = None) -> None:
-        self.fed, self.cfg, self.strategy, self.spec = fed, cfg, strategy, spec
+    def __init__(self, fed, cfg, strategy, run_dir: Path, device, reporter, pool: WorkerPool | None = None) -> None:
+        self.fed, self.cfg, self.strategy = fed, cfg, strategy
         self.device, self.reporter, self.pool = device, reporter, pool or WorkerPool(1, 0)
         self.exchange_dir = Path(run_dir) / "exchange"
         self.stores = {c.name: ClientStore(Path(run_dir) / "clients" / c.name) for c in fed.clients}
 
-    def exchange(self, broadcast: Message, round_idx: int) -> list[Message]:
+    def exchange(self, broadcast: Message, round_idx: int) -> tuple[list[Reply], list[str]]:
         folder = self.exchange_dir / f"round_{round_idx:04d}"
         jobs = [(data, broadcast, self.cfg, self.strategy, self.stores[data.name], self.fed.vocab_size, self.device,
                  folder / data.name) for data in self.fed.clients]
-        uploads: dict[int, Message] = {}
+        replies: dict[int, Reply] = {}
+        problems: list[str] = []
         for i, stem in self.pool.run(client_job, jobs):
             name = self.fed.clients[i].name
-            up = Message.load(stem, "upload")
-            check_arrays(up.arrays, self.spec, f"upload of {name} (round {round_idx})")
-            uploads[i] = up
+            try:
+                up = Message.load(stem, "upload")
+            except MessageError as exc:
+                problems.append(f"{name}: upload rejected: {exc}")
+                continue
+            replies[i] = Reply(name, up, name)
             self.reporter.client_done(name, up.meta)
         shutil.rmtree(folder, ignore_errors=True)
-        return [uploads[i] for i in sorted(uploads)]
+        return [replies[i] for i in sorted(replies)], problems
 
     def finish(self, state) -> None:
         """Nothing to deliver: evaluation reads the client stores directly."""

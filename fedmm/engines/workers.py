@@ -1,4 +1,5 @@
-"""Client jobs in worker processes: a CPU simulation runs independent clients side by side.
+"""Where client jobs run: the device (:func:`resolve_device`) and worker processes, so that a
+CPU simulation runs independent clients side by side.
 
 Clients of one round do not depend on each other, and small models use cores
 poorly through intra-op threads (a 16-image MobileNet step gains little from a
@@ -24,6 +25,16 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device ``name`` (``auto``: CUDA when available, else CPU) names; raises RuntimeError
+    when CUDA is requested but no CUDA device is available."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda requested but no CUDA device is available")
+    return torch.device(name)
 
 
 def plan_workers(workers: int, threads: int, device: torch.device, n_jobs: int) -> tuple[int, int]:

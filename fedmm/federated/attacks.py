@@ -38,6 +38,7 @@ import math
 import numpy as np
 
 from fedmm.federated.messages import Message
+from fedmm.federated.strategies import pools_data
 
 KINDS = ("none", "signflip", "scale", "noise", "claims", "logits", "centroids")
 WEIGHT_KINDS = ("signflip", "scale", "noise")
@@ -83,7 +84,7 @@ def resolve_attackers(cfg, roster: list[tuple[str, str]]) -> list[str]:
     if acfg is None or acfg.kind == "none":
         return []
     check_attack(acfg)
-    if cfg.fed.strategy == "centralized":
+    if pools_data(cfg.fed.strategy):
         raise ValueError("attack.kind needs a federation; the centralized baseline has a single client")
     names = [name for name, _ in roster]
     if acfg.clients:

@@ -7,6 +7,14 @@ from fedmm.federated.mechanisms import client_dp
 from fedmm.federated.params import ShareSpec
 
 STRATEGIES = ("fedmm", "fedavg", "fedprox", "local", "centralized")
+POOLED = ("centralized",)   # strategies whose data layout pools every client's data at one site
+
+
+def pools_data(name: str) -> bool:
+    """Whether strategy ``name`` pools every client's data at one site (the centralized baseline):
+    one client holding all training and validation rows, whose model is evaluated on every view;
+    it has no federation to attack and runs only in one process."""
+    return name in POOLED
 
 
 @dataclass(frozen=True)
@@ -24,6 +32,7 @@ class Strategy:
     missing_views: bool = False  # image-only and text-only views of paired rows as extra objectives
     server_lr: float = 1.0       # server step on the averaged update (1 = FedAvg)
     spec: ShareSpec = field(default_factory=ShareSpec)   # which tensors are federated
+    pools_data: bool = False     # one site holds every client's data (:func:`pools_data`)
 
 
 def strategy_from_config(cfg) -> Strategy:
@@ -52,7 +61,7 @@ def base_strategy(cfg) -> Strategy:
         return Strategy(name, True, f.kd, f.prototypes, dropout, f.weighting, rep_kd=f.rep_kd, align=f.align,
                         balance=f.balance, missing_views=f.missing_views, server_lr=f.server_lr, spec=spec)
     if name in ("fedavg", "centralized"):
-        return Strategy(name, True, False, False, base_dropout, "samples", spec=spec)
+        return Strategy(name, True, False, False, base_dropout, "samples", spec=spec, pools_data=pools_data(name))
     if name == "fedprox":
         return Strategy(name, True, False, False, base_dropout, "samples", cfg.train.prox_mu, spec=spec)
     if name == "local":

@@ -16,6 +16,7 @@ from fedmm.cli.app import app
 from fedmm.engines.clientside import ClientStateStore
 from fedmm.engines.files import link_simulation_root, read_uploads, server_context, shared_dir, uploads_dir
 from fedmm.engines.local import run_simulation
+from fedmm.engines.loop import screen
 from fedmm.engines.prepare import prepare_federation
 from fedmm.engines.transport import check_upload
 from fedmm.federated.messages import Message, MessageError
@@ -130,7 +131,8 @@ def test_three_step_workflow_with_dropout_and_bad_uploads(client_root, tmp_path_
 
 
 def test_read_uploads_rejects_forged_and_malformed_uploads(client_root, tmp_path_factory):
-    """Validation without training: uploads built from the spec, then broken one way each."""
+    """Validation without training (the files read back, then the round loop's screen): uploads built
+    from the spec, then broken one way each."""
     cfg = small_config(session_base(tmp_path_factory), "unused")
     from fedmm.engines.files import init_server
 
@@ -162,7 +164,9 @@ def test_read_uploads_rejects_forged_and_malformed_uploads(client_root, tmp_path
         msg = good(name)
         breaks(msg)
         msg.save(folder / name)
-    uploads, problems = read_uploads(folder, ctx, 0, n_logits)
+    replies, problems = read_uploads(folder, ctx.info.clients, 0)
+    uploads, rejected = screen(replies, ctx.spec, 0, ctx.info.clients, n_logits)
+    problems += rejected
     assert uploads == [] and len(problems) == 4
     text = "\n".join(problems)
     for needle in ("claims to come from 'client_1'", "answers round 1", "shape [3]", "must be >= 0"):

@@ -7,7 +7,7 @@ from transport_cases import (Interrupt, KillMidRound, final_state, max_abs_diff,
                              session_base, small_config)
 
 from fedmm.config import load_config
-from fedmm.engines.local import NullReporter, resolve_transport, run_simulation
+from fedmm.engines.local import resolve_transport, run_simulation
 from fedmm.engines.prepare import prepare_federation
 
 

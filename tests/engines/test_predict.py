@@ -19,8 +19,9 @@ from transport_cases import reference_run, session_base, small_config
 from typer.testing import CliRunner
 
 from fedmm.cli.app import app
+from fedmm.config import read_config
 from fedmm.data.manifest import load_manifest
-from fedmm.engines.local import load_run_config, run_simulation
+from fedmm.engines.local import run_simulation
 from fedmm.engines.predict import load_predictor
 from fedmm.engines.predict_cases import predict_cases, single_case
 from fedmm.engines.prepare import prepare_federation
@@ -43,7 +44,7 @@ def ref(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def fed(ref):
-    return prepare_federation(load_run_config(ref))
+    return prepare_federation(read_config(ref / "config.toml"))
 
 
 def _invoke(*args) -> tuple[int, str]:
@@ -60,7 +61,7 @@ def _ok(*args) -> str:
 
 def _engine_probs(run_dir: Path, fed, client: str, view: str) -> np.ndarray:
     """Softmax [N_test, C] of the client's model as the final evaluation assembles and runs it."""
-    cfg = load_run_config(run_dir)
+    cfg = read_config(run_dir / "config.toml")
     rounds = int(cfg.fed.rounds)
     state = ServerState.from_message(Message.load(run_dir / "checkpoints" / f"server_round_{rounds:04d}"))
     index = [c.name for c in fed.clients].index(client)
@@ -106,7 +107,7 @@ def _a_full_test_row(fed) -> tuple[int, object]:
 
 
 def test_single_files_image_report_or_both(ref, fed, tmp_path):
-    rounds = int(load_run_config(ref).fed.rounds)
+    rounds = int(read_config(ref / "config.toml").fed.rounds)
     gv = ServerState.from_message(Message.load(ref / "checkpoints" / f"server_round_{rounds:04d}")).gv
     assert gv is not None and len(gv.pair_img) > 0   # surrogates are available to fill a missing modality
     k, rec = _a_full_test_row(fed)
@@ -119,7 +120,7 @@ def test_single_files_image_report_or_both(ref, fed, tmp_path):
         got = read_json(out)
         [row] = got["predictions"]
         assert row["id"] == "case-1" and row["modalities"] == used
-        fill = load_run_config(ref).model.surrogate_fill    # which missing modality surrogates fill
+        fill = read_config(ref / "config.toml").model.surrogate_fill    # which missing modality surrogates fill
         filled = {"image": fill in ("both", "text"), "text": fill in ("both", "image"), "both": False}[used]
         assert row["surrogate"] is filled
         expected = _engine_probs(ref, fed, "client_2", views[used])[k]

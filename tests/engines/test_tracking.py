@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from fedmm.cli.app import app
 from fedmm.config import load_config
-from fedmm.engines.local import NullReporter, run_simulation
+from fedmm.engines.local import run_simulation
+from fedmm.engines.loop import NullReporter
 from fedmm.engines.tracking import TB_DIR, Tracker
 
 GLOBAL = ("val_macro_f1_mean", "effective_clients", "upload_bytes_mean", "n_uploads", "wall_s")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from fedmm.config import load_config
-from fedmm.engines.local import NullReporter
+from fedmm.engines.loop import NullReporter
 from fedmm.io import load_arrays
 
 OVERRIDES = ["data.n_clients=4", "data.n_image_only=1", "data.n_text_only=1", "fed.rounds=2",

@@ -151,7 +151,7 @@ def test_order_uploads_drops_duplicates_and_unknown_clients(names):
 def server(tmp_path_factory):
     """Receive + aggregate one round with the smoke config's server (no data, no training)."""
     from fedmm.config import load_config
-    from fedmm.engines.local import ServerContext
+    from fedmm.engines.loop import ServerContext
     from fedmm.engines.transport import FederationInfo
 
     cfg = load_config(None, ["threads=1", "device=cpu", "data.n_clients=3"], "smoke")

@@ -3,3 +3,5 @@ client steps, and a launcher for SuperLink / SuperNode processes (``flwr`` 1.42,
 
 Importing this package does not import ``flwr``; the modules that need it do.
 """
+
+STATUS_FILE = "flower_run.json"   # in the server folder: how the ServerApp's run ended (read by the launcher)

@@ -18,7 +18,7 @@ from fedmm.deploy.processes import (ManagedProcess, flower_env, flwr_run_argv, f
                                     superlink_argv, wait_for_port, write_flwr_config)
 from fedmm.engines.clientside import ClientStateStore
 from fedmm.engines.files import link_simulation_root, publish_static, shared_dir
-from fedmm.engines.flower.server_app import STATUS_FILE
+from fedmm.engines.flower import STATUS_FILE
 from fedmm.engines.transport import TransportError
 from fedmm.io import read_json
 

@@ -1,4 +1,4 @@
-"""The Flower ServerApp: the one round loop (:func:`fedmm.engines.local.run_rounds`) over the Grid.
+"""The Flower ServerApp: the one round loop (:func:`fedmm.engines.loop.run_rounds`) over the Grid.
 
 Run configuration (``flwr run ... --run-config``): ``server-dir`` (absolute path of
 the server folder holding ``config.toml`` and ``federation.json``, as
@@ -10,7 +10,8 @@ round, for every client's SuperNode to be connected).
 
 Flower's own ``Strategy.start`` is a second round loop (train + evaluate per
 round); fedmm keeps one loop and uses the Grid directly as its transport: the
-server step is :meth:`ServerContext.finish_round` either way.
+replies go through :func:`fedmm.engines.loop.accept` and the server step is
+:meth:`ServerContext.finish_round` either way.
 """
 from __future__ import annotations
 
@@ -27,16 +28,14 @@ from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 
 from fedmm.config import to_toml
-from fedmm.engines.clientside import read_config
+from fedmm.engines.clientside import read_federation
+from fedmm.engines.flower import STATUS_FILE
 from fedmm.engines.flower.records import from_records, to_records
-from fedmm.engines.local import ServerContext, run_rounds
-from fedmm.engines.transport import (FederationInfo, RoundFailed, check_upload, n_requested_logits,
-                                     order_uploads)
+from fedmm.engines.loop import ServerContext, run_rounds
+from fedmm.engines.transport import Reply, RoundFailed
 from fedmm.federated.mechanisms import bn_stats
 from fedmm.federated.messages import Message, MessageError
 from fedmm.io import write_json
-
-STATUS_FILE = "flower_run.json"
 
 
 class LogReporter:
@@ -64,7 +63,7 @@ class LogReporter:
 
 
 class FlowerTransport:
-    """One round = one Flower TRAIN message per connected SuperNode, replies decoded and validated."""
+    """One round = one Flower TRAIN message per connected SuperNode; the replies decoded."""
 
     def __init__(self, grid: Grid, ctx: ServerContext, round_timeout: float, node_wait: float) -> None:
         self.grid, self.ctx = grid, ctx
@@ -85,7 +84,7 @@ class FlowerTransport:
     def _send(self, broadcast: Message, round_idx: int, message_type: str,
               nodes: list[int] | None = None) -> tuple[list, list[str]]:
         nodes = self._nodes() if nodes is None else nodes
-        need = max(1, int(self.ctx.cfg.fed.min_clients))
+        need = self.ctx.min_clients   # a round cannot succeed with fewer nodes: not sent at all
         if len(nodes) < need:
             raise RoundFailed(f"round {round_idx + 1}: only {len(nodes)} SuperNodes connected after "
                               f"{self.node_wait:.0f} s, fewer than min_clients = {need}")
@@ -104,22 +103,16 @@ class FlowerTransport:
         self.last_ok_nodes = sorted(rep.metadata.src_node_id for rep in ok)
         return ok, problems
 
-    def exchange(self, broadcast: Message, round_idx: int) -> list[Message]:
+    def exchange(self, broadcast: Message, round_idx: int) -> tuple[list[Reply], list[str]]:
         replies, problems = self._send(broadcast, round_idx, MessageType.TRAIN)
-        uploads, n_logits = [], n_requested_logits(broadcast)
+        out = []
         for rep in replies:
+            source = f"node {rep.metadata.src_node_id}"
             try:
-                up, _ = from_records(rep.content, "upload")
-                check_upload(up, self.ctx.spec, round_idx, self.ctx.info.clients, n_logits)
+                out.append(Reply(source, from_records(rep.content, "upload")[0], announce=True))
             except MessageError as exc:
-                problems.append(f"node {rep.metadata.src_node_id}: upload rejected: {exc}")
-                continue
-            uploads.append(up)
-            self.ctx.reporter.client_done(up.meta["client"], up.meta)
-        uploads, duplicates = order_uploads(uploads, self.ctx.info.clients)
-        for line in problems + duplicates:
-            self.ctx.reporter.message(f"left out of round {round_idx + 1}: {line}")
-        return uploads
+                problems.append(f"{source}: upload rejected: {exc}")
+        return out, problems
 
     def finish(self, state) -> None:
         """Deliver the final global state (EVALUATE message) to the nodes that answered the last round
@@ -152,8 +145,8 @@ def main(grid: Grid, context: Context) -> None:
     if not server_dir.is_absolute():
         raise ValueError(f"run config server-dir must be an absolute path, got {server_dir}")
     (server_dir / STATUS_FILE).unlink(missing_ok=True)
-    ctx = ServerContext(read_config(server_dir / "config.toml"), FederationInfo.load(server_dir / "federation.json"),
-                        server_dir, LogReporter())
+    cfg, info = read_federation(server_dir)
+    ctx = ServerContext(cfg, info, server_dir, LogReporter())
     if ctx.cfg.threads > 0:
         torch.set_num_threads(ctx.cfg.threads)
     transport = FlowerTransport(grid, ctx, float(rc["round-timeout"]), float(rc["node-wait"]))
