@@ -27,7 +27,7 @@ class RichReporter:
         self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), TextColumn("{task.fields[status]}"), console=console)
         self.rounds = self.clients = None
-        self.statistics = False
+        self.statistics, self.n_clients = False, 0
 
     def _begin(self) -> None:
         if not self.started:
@@ -49,14 +49,14 @@ class RichReporter:
             self.rounds = self.progress.add_task("rounds", total=total_rounds, completed=r, status="")
         if self.clients is not None:
             self.progress.remove_task(self.clients)
+        self.n_clients = n_clients
         self.clients = self.progress.add_task(f"round {r + 1} clients", total=n_clients, status="")
 
     def client_done(self, name, meta):
         if meta.get("task") == bn_stats.TASK:   # the statistics pass after the last round: a bar of its own
             if not self.statistics:
-                total = self.progress.tasks[self.progress.task_ids.index(self.clients)].total
                 self.progress.remove_task(self.clients)
-                self.clients, self.statistics = self.progress.add_task("statistics pass", total=total,
+                self.clients, self.statistics = self.progress.add_task("statistics pass", total=self.n_clients,
                                                                        status=""), True
             self.progress.update(self.clients, advance=1, status=name)
             return
