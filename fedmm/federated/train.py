@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from fedmm.data.encode import EncodedSplit
 from fedmm.data.modality import VIEWS
 from fedmm.federated.mechanisms.balance import adjusted_logits
-from fedmm.models.model import FedMMModel
+from fedmm.models.model import FedMMModel, fusion_path_loss
 from fedmm.models.surrogate import GlobalVectors
 
 BATCH_KEYS = ("images", "input_ids", "attention_mask", "has_image", "has_text", "labels")
@@ -82,7 +82,17 @@ def batch_loss(model: FedMMModel, batch: dict, gv, modality_dropout: float, gene
     """One training step's loss: the (logit-adjusted) task loss plus every enabled term."""
     out = model(batch, gv, modality_dropout, generator)
     logits = adjusted_logits(out.logits, adjust, out.has_image, out.has_text, paired_adjust)
-    loss = _task_loss(logits, batch["labels"], multilabel)
+    labels = batch["labels"]
+    loss = _task_loss(logits, labels, multilabel)
+
+    def fused_loss(z: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:   # z [N, C]: fusion-path logits
+        z = adjusted_logits(z, adjust, out.has_image[rows], out.has_text[rows], paired_adjust)
+        return _task_loss(z, labels[rows], multilabel)
+
+    # rows a uni-modal head classified also train the fusion path on their view (model.unimodal_fusion_loss)
+    fused = fusion_path_loss(out, torch.ones_like(out.has_image), model.cfg.unimodal_fusion_loss, fused_loss)
+    if fused is not None:
+        loss = loss + fused
     for term in terms:
         extra = term(model, batch, out, gv, generator)
         if extra is not None:

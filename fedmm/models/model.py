@@ -28,6 +28,8 @@ class ModelConfig:
                                        # (the others get the learned missing token)
     unimodal_heads: str = "none"       # none | image | text | both: rows with only that modality are
                                        # classified by a uni-modal head on its pooled vector
+    unimodal_fusion_loss: float = 0.0  # weight of the fusion path's own loss on the rows a uni-modal head
+                                       # classifies (0: the fusion path never sees those views)
     modality_dropout: float = 0.3
     common_init: bool = True           # all clients' encoders start from the same random weights
     attention_backend: str = "auto"
@@ -50,6 +52,21 @@ class Forward:
     has_image: torch.Tensor            # [B] bool, after modality dropout
     has_text: torch.Tensor             # [B] bool
     enc: Encoded | None = None         # adapter tokens of every modality the batch holds (before dropout)
+    fused: torch.Tensor | None = None  # [B, C] the fusion path's logits (before any uni-modal head)
+    unimodal_rows: torch.Tensor | None = None   # [B] bool rows whose logits came from a uni-modal head
+
+
+def fusion_path_loss(out: Forward, rows: torch.Tensor, weight: float, loss_fn) -> torch.Tensor | None:
+    """``weight`` x the fusion path's loss on the ``rows`` [B] bool that a uni-modal head classified,
+    scaled by their share of ``rows`` (so each such row counts like a row of the main loss);
+    ``loss_fn(logits [N, C], picked [B] bool)`` returns a mean loss. None when nothing applies."""
+    if weight <= 0 or out.fused is None or out.unimodal_rows is None:
+        return None
+    picked = out.unimodal_rows & rows
+    n = int(picked.sum())
+    if n == 0:
+        return None
+    return weight * loss_fn(out.fused[picked], picked) * (n / max(int(rows.sum()), 1))
 
 
 class FedMMModel(nn.Module):
@@ -117,7 +134,8 @@ class FedMMModel(nn.Module):
         Lt = enc.text.shape[1]
         txt_mask = torch.where(has_txt[:, None], F.pad(txt_valid, (0, txt_seq.shape[1] - Lt)), txt_fill_mask)
         r = self.head.fuse(img_seq, img_mask, txt_seq, txt_mask)  # [B, 2d]
-        logits = self.head.classifier(r)  # [B, C]
+        logits = fused = self.head.classifier(r)  # [B, C]
+        replaced = torch.zeros_like(has_img)  # [B]
         if self.head.late_fusion:
             both = (has_img & has_txt)[:, None]
             logits = torch.where(both, logits + self.head.unimodal["image"](pooled_img)
@@ -125,7 +143,8 @@ class FedMMModel(nn.Module):
         for mod, pooled, only in (("image", pooled_img, has_img & ~has_txt), ("text", pooled_txt, has_txt & ~has_img)):
             if mod in self.head.unimodal and bool(only.any()):
                 logits = torch.where(only[:, None], self.head.unimodal[mod](pooled), logits)
-        return Forward(logits, pooled_img, pooled_txt, has_img, has_txt)
+                replaced = replaced | only
+        return Forward(logits, pooled_img, pooled_txt, has_img, has_txt, fused=fused, unimodal_rows=replaced)
 
     def forward(self, batch: dict, gv: GlobalVectors | None = None, modality_dropout: float = 0.0,
                 generator: torch.Generator | None = None) -> Forward:

@@ -187,6 +187,33 @@ def test_unimodal_heads_classify_rows_holding_only_their_modality(heads):
     assert {param_group(k) for k in model.head.state_dict()} >= {"unimodal"}
 
 
+@pytest.mark.parametrize("weight", [0.0, 0.5])
+def test_unimodal_fusion_loss_adds_the_fusion_paths_loss_on_rows_a_unimodal_head_classified(weight):
+    from fedmm.federated.train import batch_loss
+
+    batch = _batch()
+    model = _model(unimodal_heads="image", unimodal_fusion_loss=weight).eval()   # eval: no dropout noise
+    loss = batch_loss(model, batch, None, 0.0, torch.Generator().manual_seed(0))
+    out = model(batch, None)
+    img_only = batch["has_image"] & ~batch["has_text"]   # rows 1 and 5 of 6
+    labels = batch["labels"]
+    with torch.no_grad():
+        expected = torch.nn.functional.cross_entropy(out.logits, labels)
+        expected += weight * torch.nn.functional.cross_entropy(out.fused[img_only], labels[img_only]) * 2 / 6
+        torch.testing.assert_close(loss, expected)
+    model.zero_grad()
+    loss.backward()
+    classifier_grad = sum(float(p.grad.abs().sum()) for p in model.head.classifier.parameters())
+    # the image-only rows reach the fusion classifier only through this loss; the others do anyway
+    only_img = {k: v[img_only] for k, v in batch.items()}
+    model.zero_grad()
+    batch_loss(model, only_img, None, 0.0, torch.Generator().manual_seed(0)).backward()
+    grads = [p.grad for p in model.head.classifier.parameters()]
+    assert classifier_grad > 0
+    assert (all(g is not None and bool(g.any()) for g in grads) if weight
+            else all(g is None or not bool(g.any()) for g in grads))
+
+
 def test_unimodal_heads_reject_unknown_values():
     with pytest.raises(ValueError, match="unimodal_heads"):
         _model(unimodal_heads="images")

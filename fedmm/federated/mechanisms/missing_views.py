@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from fedmm.models.model import fusion_path_loss
+
 
 class MissingViewsTerm:
     """``weight * (CE(image-only view) + CE(text-only view))`` on the batch's paired rows."""
@@ -33,7 +35,12 @@ class MissingViewsTerm:
             return None
         none = torch.zeros_like(both)
         loss = 0.0
+        labels = batch["labels"]
         for has_img, has_txt in ((both, none), (none, both)):
-            logits = model.classify(out.enc, has_img, has_txt, gv).logits[both]  # [Nb, C]
-            loss = loss + self._loss(logits, batch["labels"][both])
+            view = model.classify(out.enc, has_img, has_txt, gv)
+            loss = loss + self._loss(view.logits[both], labels[both])  # [Nb, C]
+            fused = fusion_path_loss(view, both, model.cfg.unimodal_fusion_loss,
+                                     lambda z, rows: self._loss(z, labels[rows]))
+            if fused is not None:
+                loss = loss + fused
         return self.weight * loss
