@@ -26,8 +26,9 @@ class ModelConfig:
     surrogate_temperature: float = 0.1
     surrogate_fill: str = "image"      # which missing modality surrogates fill: both | image | text | none
                                        # (the others get the learned missing token)
-    unimodal_heads: str = "none"       # none | image | text | both: rows with only that modality are
-                                       # classified by a uni-modal head on its pooled vector
+    unimodal_heads: str = "none"       # none | image | text | both | late: rows with only that modality
+                                       # are classified by a uni-modal head on its pooled vector ("late":
+                                       # both heads, also added to the fused logits of paired rows)
     unimodal_fusion_loss: float = 0.0  # weight of the fusion path's own loss on the rows a uni-modal head
                                        # classifies (0: the fusion path never sees those views)
     modality_dropout: float = 0.3
