@@ -17,7 +17,7 @@ from fedmm.federated.train import TrainResult, client_views, own_view, predict, 
 from fedmm.io import load_arrays, save_arrays
 from fedmm.metrics import classification_metrics
 from fedmm.federated.params import load_shared, shared_state, trainable_groups
-from fedmm.models.model import FedMMModel
+from fedmm.models.model import FedMMModel, resolve_unimodal_heads
 from fedmm.models.surrogate import GlobalVectors
 
 
@@ -72,7 +72,8 @@ def build_model(cfg, vocab_size: int, n_classes: int, seed: int) -> FedMMModel:
     """A freshly initialised model; initialisation is a function of ``seed`` only."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return FedMMModel(cfg.model, vocab_size, n_classes, cfg.data.max_len)
+        model_cfg = resolve_unimodal_heads(cfg.model, cfg.fed.strategy)
+        return FedMMModel(model_cfg, vocab_size, n_classes, cfg.data.max_len)
 
 
 def model_state(model: torch.nn.Module) -> dict[str, np.ndarray]:

@@ -1,7 +1,7 @@
 """The client model: image and text encoders + the SharedHead, with missing-modality handling."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
@@ -26,10 +26,12 @@ class ModelConfig:
     surrogate_temperature: float = 0.1
     surrogate_fill: str = "image"      # which missing modality surrogates fill: both | image | text | none
                                        # (the others get the learned missing token)
-    unimodal_heads: str = "none"       # none | image | text | both | late: rows with only that modality
-                                       # are classified by a uni-modal head on its pooled vector ("late":
-                                       # both heads, also added to the fused logits of paired rows)
-    unimodal_fusion_loss: float = 0.0  # weight of the fusion path's own loss on the rows a uni-modal head
+    unimodal_heads: str = "auto"       # auto | none | image | text | both | late: rows with only that
+                                       # modality are classified by a uni-modal head on its pooled vector
+                                       # ("late": both heads, also added to the fused logits of paired rows;
+                                       # "auto": "image" for fedmm, "none" for the baselines, which keep
+                                       # the literature's single fusion path; see resolve_unimodal_heads)
+    unimodal_fusion_loss: float = 1.0  # weight of the fusion path's own loss on the rows a uni-modal head
                                        # classifies (0: the fusion path never sees those views)
     modality_dropout: float = 0.3
     common_init: bool = True           # all clients' encoders start from the same random weights
@@ -70,6 +72,16 @@ def fusion_path_loss(out: Forward, rows: torch.Tensor, weight: float, loss_fn) -
     return weight * loss_fn(out.fused[picked], picked) * (n / max(int(rows.sum()), 1))
 
 
+def resolve_unimodal_heads(cfg: ModelConfig, strategy: str = "fedmm") -> ModelConfig:
+    """``cfg`` with ``unimodal_heads="auto"`` made concrete for ``strategy``: fedmm classifies
+    report-less rows with a uni-modal image head (the fusion path still trains on them through
+    ``unimodal_fusion_loss``); fedavg, fedprox, local and centralized keep one fusion path, as
+    the methods they stand for do. Any explicit value is kept, for every strategy."""
+    if cfg.unimodal_heads != "auto":
+        return cfg
+    return replace(cfg, unimodal_heads="image" if strategy == "fedmm" else "none")
+
+
 class FedMMModel(nn.Module):
     """Image + text classifier: encoders + :class:`SharedHead`; what of it is federated is
     decided by :mod:`fedmm.federated.params` (``fed.encoders``, ``fed.bn``)."""
@@ -78,6 +90,7 @@ class FedMMModel(nn.Module):
         super().__init__()
         if cfg.surrogate_fill not in SURROGATE_FILLS:
             raise ValueError(f"model.surrogate_fill must be one of {SURROGATE_FILLS}, got {cfg.surrogate_fill!r}")
+        cfg = resolve_unimodal_heads(cfg)
         self.cfg = cfg
         self.image_encoder = ImageEncoder(cfg.image_arch, cfg.image_weights or None)
         self.text_encoder = TextEncoder(vocab_size, cfg.text_size, cfg.text_model or None, max_len)

@@ -78,7 +78,7 @@ def test_missing_views_term_is_the_cross_entropy_of_both_hidden_views():
     from fedmm.federated.mechanisms.missing_views import MissingViewsTerm
     from fedmm.models.model import FedMMModel, ModelConfig
     torch.manual_seed(0)
-    model = FedMMModel(ModelConfig(d=16, heads=2), vocab_size=50, n_classes=3, max_len=8).eval()
+    model = FedMMModel(ModelConfig(d=16, heads=2, unimodal_heads="none"), vocab_size=50, n_classes=3, max_len=8).eval()
     n = 5
     batch = {"images": torch.randint(0, 255, (n, 1, 32, 32), dtype=torch.uint8),
              "input_ids": torch.randint(1, 50, (n, 8)), "attention_mask": torch.ones(n, 8, dtype=torch.bool),

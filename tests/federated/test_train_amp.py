@@ -29,8 +29,9 @@ C = 3
 
 
 def _model(seed=0):
+    """The fusion path alone (the previous loop below has no uni-modal heads)."""
     torch.manual_seed(seed)
-    return FedMMModel(ModelConfig(d=16, heads=2), vocab_size=50, n_classes=C, max_len=8)
+    return FedMMModel(ModelConfig(d=16, heads=2, unimodal_heads="none"), vocab_size=50, n_classes=C, max_len=8)
 
 
 def _split(n=21, seed=0):

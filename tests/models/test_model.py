@@ -4,6 +4,8 @@ import torch
 import torchvision
 from transformers import BertConfig, BertModel
 
+from fedmm.config import load_config
+from fedmm.federated.client import build_model
 from fedmm.models.encoders import ImageEncoder, TextEncoder
 from fedmm.federated.params import param_group
 from fedmm.models.model import FedMMModel, ModelConfig
@@ -23,6 +25,8 @@ def _batch(B=6, seed=0):
 
 
 def _model(**kw):
+    """The fusion path alone unless a test asks for uni-modal heads (the default "auto" adds an image head)."""
+    kw.setdefault("unimodal_heads", "none")
     torch.manual_seed(0)
     return FedMMModel(ModelConfig(d=D, heads=4, **kw), vocab_size=V, n_classes=C, max_len=L)
 
@@ -212,6 +216,16 @@ def test_unimodal_fusion_loss_adds_the_fusion_paths_loss_on_rows_a_unimodal_head
     assert classifier_grad > 0
     assert (all(g is not None and bool(g.any()) for g in grads) if weight
             else all(g is None or not bool(g.any()) for g in grads))
+
+
+@pytest.mark.parametrize("strategy, heads, expected", [
+    ("fedmm", "auto", ("image",)), ("fedavg", "auto", ()), ("local", "auto", ()), ("centralized", "auto", ()),
+    ("fedavg", "image", ("image",)), ("fedmm", "none", ())])
+def test_auto_unimodal_heads_give_fedmm_an_image_head_and_the_baselines_one_fusion_path(strategy, heads, expected):
+    cfg = load_config(overrides=[f"fed.strategy={strategy}", f"model.unimodal_heads={heads}", f"model.d={D}"])
+    model = build_model(cfg, vocab_size=V, n_classes=C, seed=0)
+    assert tuple(model.head.unimodal) == expected
+    assert model.cfg.unimodal_heads == (expected[0] if expected else "none")
 
 
 def test_unimodal_heads_reject_unknown_values():
