@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -15,6 +17,7 @@ import typer
 from rich.console import Console
 
 from fedmm.cli.errors import new_app, usage_error, usage_errors
+from fedmm.deploy.nodes import ISOLATIONS, HospitalNode, clientapp_argv, supervise
 from fedmm.deploy.processes import (FLOWER_APP_NAME, check_reachable, executable, flower_env, flwr_run_argv,
                                     superlink_argv, supernode_argv, write_flwr_config)
 
@@ -101,14 +104,43 @@ def supernode(
     auth_key: Annotated[Optional[Path], typer.Option("--auth-key", help="Private key from 'fedmm deploy node-key'")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu | cuda")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch")] = None,
+    isolation: Annotated[str, typer.Option(
+        help="process: one long-lived ClientApp process beside the SuperNode (PyTorch imported once, the "
+             "data kept encoded); subprocess: Flower's own, a new ClientApp process per message")] = "process",
+    log_dir: Annotated[Optional[Path], typer.Option(
+        "--log-dir", help="With --isolation process: write supernode_<name>.log and clientapp_<name>.log "
+                          "here instead of to this terminal")] = None,
     dry_run: DryRun = False,
 ) -> None:
-    """Start one hospital's SuperNode (TLS unless --insecure), told its client folder via --node-config."""
+    """Start one hospital's SuperNode (TLS unless --insecure), told its client folder via --node-config,
+    and (default) its long-lived ClientApp process; runs until Ctrl-C / SIGTERM stops both."""
     if not (client_dir / "train").is_dir():
         raise usage_error(f"--client-dir {client_dir}: no train/ folder; give a client folder made by "
                           "'fedmm data partition'")
-    _run(_guard(lambda: supernode_argv(superlink_address, client_dir, ca, insecure, shared, "127.0.0.1", port,
-                                       auth_key, device, threads)), dry_run)
+    if isolation not in ISOLATIONS:
+        raise usage_error(f"--isolation {isolation!r}: choose from {', '.join(ISOLATIONS)}")
+    node = dict(superlink=superlink_address, client_dir=client_dir, ca=ca, insecure=insecure, shared_dir=shared,
+                auth_key=auth_key, device=device, threads=threads)
+    argv = _guard(lambda: supernode_argv(host="127.0.0.1", port=port, isolation=isolation, **node))
+    if isolation == "subprocess":
+        _run(argv, dry_run)
+        return
+    if dry_run:
+        console.print(shlex.join([*argv, "--superexec-auth-secret-file", "SECRET"]), highlight=False, soft_wrap=True)
+        console.print(shlex.join(clientapp_argv(port, Path("SECRET"))) + " --supernode-pid PID", highlight=False,
+                      soft_wrap=True)
+        return
+    secret_dir = Path(tempfile.mkdtemp(prefix="fedmm-node-"))   # owner-only folder for the shared secret
+    try:
+        hospital = _guard(lambda: HospitalNode(client_dir.resolve().name, port, log_dir, secret_dir, flower_env(),
+                                               "process", **node))
+        console.print(f"SuperNode (pid {hospital.supernode.pid}) and ClientApp process (pid "
+                      f"{hospital.clientapp.pid}) started{'; logs in ' + str(log_dir) if log_dir else ''}; "
+                      "Ctrl-C stops both", highlight=False)
+        code = supervise(hospital)
+    finally:
+        shutil.rmtree(secret_dir, ignore_errors=True)
+    raise typer.Exit(code=code)
 
 
 @app.command("start")

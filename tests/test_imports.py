@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 ROOTS = ("fedmm", "fedmm.cli", "fedmm.kernels")   # the last two are installed from cli/ and kernels/
-FLOWER_APP = ("fedmm.engines.flower.client_app", "fedmm.engines.flower.records", "fedmm.engines.flower.server_app")
+FLOWER_APP = ("fedmm.engines.flower.client_app", "fedmm.engines.flower.exchange", "fedmm.engines.flower.records",
+              "fedmm.engines.flower.server_app", "fedmm.engines.flower.worker")
 OPTIONAL = {"fedmm.kernels": "triton", **{name: "flwr" for name in FLOWER_APP}}   # module tree -> what it needs
 
 

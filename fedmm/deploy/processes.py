@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from fedmm.deploy.pids import process_alive, stat_fields, terminate_with_parent
+
 FLOWER_APP_NAME = "fedmm"
 
 
@@ -120,8 +122,14 @@ def superlink_argv(certs_dir: Path | None, insecure: bool = False, host: str = "
 
 def supernode_argv(superlink: str, client_dir: Path, ca: Path | None, insecure: bool = False,
                    shared_dir: Path | None = None, host: str = "127.0.0.1", port: int = 9094,
-                   auth_key: Path | None = None, device: str | None = None, threads: int | None = None) -> list[str]:
-    """``flower-supernode`` for one hospital; its client folder goes in ``--node-config``."""
+                   auth_key: Path | None = None, device: str | None = None, threads: int | None = None,
+                   isolation: str = "subprocess") -> list[str]:
+    """``flower-supernode`` for one hospital; its client folder goes in ``--node-config``.
+
+    ``isolation="process"``: the SuperNode starts no ClientApp process itself; a long-lived one
+    (:mod:`fedmm.deploy.nodes`) claims its tasks."""
+    if isolation not in ("subprocess", "process"):
+        raise ValueError(f"isolation: 'subprocess' or 'process', not {isolation!r}")
     check_security(ca, insecure, "SuperNode")
     parse_address(superlink)
     if auth_key is not None:
@@ -138,6 +146,8 @@ def supernode_argv(superlink: str, client_dir: Path, ca: Path | None, insecure: 
     argv += ["--insecure"] if insecure else ["--root-certificates", str(ca)]
     if auth_key is not None:
         argv += ["--auth-supernode-private-key", str(auth_key)]
+    if isolation == "process":
+        argv += ["--isolation", "process"]
     return argv
 
 
@@ -184,29 +194,21 @@ def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen |
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:.0f} s")
 
 
-def _stat(pid: int) -> list[str]:
-    """Fields of /proc/PID/stat after "pid (comm)": state, ppid, pgrp, ..., starttime at index 19."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return []
-
-
-def _alive(pid: int, started: str) -> bool:
-    """Whether the process ``pid`` that started at ``started`` still runs (not a zombie, not a reused pid)."""
-    fields = _stat(pid)
-    return len(fields) > 19 and fields[19] == started and fields[0] != "Z"
-
-
 class ManagedProcess:
-    """A child process in its own process group (its own children included), output to a log file."""
+    """A child process in its own process group (its own children included), output to a log file
+    (``log_path``) or, with ``log_path=None``, to this process's own output. ``die_with_parent``:
+    it gets SIGTERM if the thread that started it ends (a launcher killed with SIGKILL included)."""
 
-    def __init__(self, name: str, argv: list[str], log_path: Path, env: dict | None = None) -> None:
-        self.name, self.log_path = name, Path(log_path)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "ab")
+    def __init__(self, name: str, argv: list[str], log_path: Path | None, env: dict | None = None,
+                 die_with_parent: bool = False) -> None:
+        self.name, self.log_path = name, None if log_path is None else Path(log_path)
+        self._log = None
+        if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     env=env, start_new_session=True)
+                                     env=env, start_new_session=True,
+                                     preexec_fn=terminate_with_parent() if die_with_parent else None)
 
     @property
     def pid(self) -> int:
@@ -231,7 +233,7 @@ class ManagedProcess:
         helper in a session of its own); read from /proc, empty where that does not exist."""
         found = []
         for entry in Path("/proc").glob("[0-9]*"):
-            fields = _stat(int(entry.name))
+            fields = stat_fields(int(entry.name))
             if len(fields) > 19 and int(fields[1]) == self.proc.pid and int(fields[2]) != self.proc.pid:
                 found.append((int(entry.name), fields[19]))
         return found
@@ -251,14 +253,17 @@ class ManagedProcess:
             self._signal_group(signal.SIGKILL)  # children left behind by a process that exited
             deadline = time.time() + timeout
             for pid, started in strays:   # normally already stopped by their parent's shutdown
-                while _alive(pid, started) and time.time() < deadline:
+                while process_alive(pid, started) and time.time() < deadline:
                     time.sleep(0.2)
-                if _alive(pid, started):
+                if process_alive(pid, started):
                     os.kill(pid, signal.SIGKILL)
         finally:
-            self._log.close()
+            if self._log is not None:
+                self._log.close()
 
     def tail(self, n: int = 30) -> str:
+        if self.log_path is None:
+            return ""
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
         except OSError:

@@ -11,13 +11,16 @@ published global state. The steps read nothing else.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from fedmm.config import RunConfig, read_config
+from fedmm.config import RunConfig, read_config, to_toml
 from fedmm.data.encode import EncodedSplit, encode_split
 from fedmm.data.manifest import load_manifest
 from fedmm.data.tokenizer import load_tokenizer
@@ -107,6 +110,69 @@ def load_client_data(client_dir: Path, shared_dir: Path, cfg: RunConfig, info: F
     return ClientData(name, index, train, val, public, list(info.classes), info.multilabel)
 
 
+def files_fingerprint(*folders: Path) -> str:
+    """SHA-256 over (path, size, mtime) of every file under ``folders`` (links followed): changes when a
+    file is added, removed, replaced or rewritten."""
+    h = hashlib.sha256()
+    for top in folders:
+        h.update(f"\0{os.path.abspath(top)}".encode())
+        for folder, dirs, files in os.walk(top, followlinks=True):
+            dirs.sort()
+            for name in sorted(files):
+                path = os.path.join(folder, name)
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                h.update(f"\0{os.path.relpath(path, top)}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+class ClientCache:
+    """What a long-lived client process keeps between messages: the encoded splits of its client and
+    the broadcast shapes of the current configuration.
+
+    Each holds one entry; its key is the client folder, the shared folder, the whole published
+    configuration, the federation facts and a fingerprint of every data and tokenizer file, so a
+    message for another client, another configuration or changed files on disk encodes afresh and
+    replaces the entry (one client's data at most, never served to another folder). The cached
+    splits are the objects the in-process engine also reuses across rounds: the client steps only
+    read them.
+    """
+
+    def __init__(self) -> None:
+        self._data: tuple[str, ClientData] | None = None
+        self._shapes: tuple[str, tuple[dict[str, tuple], int]] | None = None
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def _key(*parts: str) -> str:
+        return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+    def client_data(self, client_dir: Path, shared_dir: Path, cfg: RunConfig, info: FederationInfo) -> ClientData:
+        """:func:`load_client_data`, encoded once while nothing it depends on changes."""
+        client_dir, shared_dir = Path(client_dir), Path(shared_dir)
+        files = files_fingerprint(client_dir / "train", client_dir / "val", shared_dir / "public",
+                                  shared_dir / "tokenizer")
+        key = self._key(os.path.abspath(client_dir), os.path.abspath(shared_dir), to_toml(cfg),
+                        json.dumps(asdict(info), sort_keys=True), files)
+        if self._data is not None and self._data[0] == key:
+            self.hits += 1
+            return self._data[1]
+        self.misses += 1
+        self._data = None                     # drop the old entry before encoding the new one
+        data = load_client_data(client_dir, shared_dir, cfg, info)
+        self._data = (key, data)
+        return data
+
+    def head_shapes(self, cfg: RunConfig, info: FederationInfo) -> tuple[dict[str, tuple], int]:
+        """:func:`head_shapes`, computed once per configuration and federation."""
+        key = self._key(to_toml(cfg), json.dumps(asdict(info), sort_keys=True))
+        if self._shapes is None or self._shapes[0] != key:
+            self._shapes = (key, head_shapes(cfg, info))
+        return self._shapes[1]
+
+
 def _apply_local(cfg: RunConfig, device: str | None, threads: int | None) -> torch.device:
     """Site-local settings (device, CPU threads) override the published config."""
     if threads:
@@ -116,25 +182,31 @@ def _apply_local(cfg: RunConfig, device: str | None, threads: int | None) -> tor
     return resolve_device(device or cfg.device)
 
 
+def _prepare(client_dir: Path, shared_dir: Path, broadcast: Message, cfg: RunConfig, info: FederationInfo,
+             cache: ClientCache | None) -> tuple[int, ClientData]:
+    """Validate ``broadcast`` against the configuration's shapes, then the client's encoded data."""
+    shapes, d = cache.head_shapes(cfg, info) if cache is not None else head_shapes(cfg, info)
+    r = check_broadcast(broadcast, broadcast_spec(shapes, d, len(info.classes)), info.n_public)
+    loaded = cache.client_data if cache is not None else load_client_data
+    return r, loaded(client_dir, shared_dir, cfg, info)
+
+
 def train_step(client_dir: Path, shared_dir: Path, broadcast: Message, cfg: RunConfig, info: FederationInfo,
-               device: str | None = None, threads: int | None = None) -> Message:
-    """Client steps of one round on the global state ``broadcast``; returns the upload."""
+               device: str | None = None, threads: int | None = None, cache: ClientCache | None = None) -> Message:
+    """Client steps of one round on the global state ``broadcast``; returns the upload. ``cache`` keeps
+    the encoded data between calls (a long-lived client process)."""
     dev = _apply_local(cfg, device, threads)
-    shapes, d = head_shapes(cfg, info)
-    check_broadcast(broadcast, broadcast_spec(shapes, d, len(info.classes)), info.n_public)
-    data = load_client_data(client_dir, shared_dir, cfg, info)
+    _, data = _prepare(client_dir, shared_dir, broadcast, cfg, info, cache)
     store = ClientStateStore(Path(client_dir) / "state")
     return client_round(data, broadcast, cfg, strategy_from_config(cfg), store, info.vocab_size, dev)
 
 
 def update_step(client_dir: Path, shared_dir: Path, broadcast: Message, cfg: RunConfig, info: FederationInfo,
-                device: str | None = None, threads: int | None = None) -> dict:
+                device: str | None = None, threads: int | None = None, cache: ClientCache | None = None) -> dict:
     """Take in the global state after ``broadcast.meta['round']`` rounds: own encoders + global shared part
     -> ``best_model.safetensors``; returns the deployed model's validation metrics."""
     dev = _apply_local(cfg, device, threads)
-    shapes, d = head_shapes(cfg, info)
-    r = check_broadcast(broadcast, broadcast_spec(shapes, d, len(info.classes)), info.n_public)
-    data = load_client_data(client_dir, shared_dir, cfg, info)
+    r, data = _prepare(client_dir, shared_dir, broadcast, cfg, info, cache)
     strategy = strategy_from_config(cfg)
     model = build_model(cfg, info.vocab_size, len(info.classes), client_init_seed(cfg, data.index)).to(dev)
     store = ClientStateStore(Path(client_dir) / "state")

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import http.client
 import ipaddress
+import re
+import signal
 import ssl
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -17,8 +23,10 @@ from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.hazmat.primitives.serialization import load_ssh_private_key, load_ssh_public_key  # noqa: E402
 
 from fedmm.cli.app import app  # noqa: E402
+from fedmm.deploy.pids import process_alive, start_time  # noqa: E402
 from fedmm.deploy.processes import (ManagedProcess, flower_env, free_port, supernode_argv, superlink_argv,  # noqa: E402
                                     wait_for_port)
+from fedmm.engines.flower.worker import READY_LINE  # noqa: E402
 
 runner = CliRunner()
 
@@ -88,6 +96,13 @@ def test_tls_is_the_default_and_insecure_only_when_asked(certs, tmp_path):
                                      "--disable-runtime-dependency-installation"))
     node = _ok(*commands["supernode"], *tls["supernode"], "--dry-run")
     assert "--root-certificates" in node and "client-dir=" in node and str(client) in node
+    supernode_line, clientapp_line = node.strip().splitlines()          # default: two processes
+    assert "--isolation process" in supernode_line and "--superexec-auth-secret-file" in supernode_line
+    assert "fedmm.engines.flower.worker" in clientapp_line and "--runtime-api-address 127.0.0.1:9094" in clientapp_line
+    stock = _ok(*commands["supernode"], *tls["supernode"], "--isolation", "subprocess", "--dry-run")
+    assert len(stock.strip().splitlines()) == 1 and "--isolation" not in stock and "worker" not in stock
+    bad = runner.invoke(app, [*commands["supernode"], *tls["supernode"], "--isolation", "thread", "--dry-run"])
+    assert bad.exit_code == 2 and "--isolation" in bad.output
     _ok(*commands["start"], "--insecure", "--dry-run")
     assert "insecure = true" in (root / "server" / "flwr_home" / "config.toml").read_text()
     _ok(*commands["start"], *tls["start"], "--dry-run")
@@ -156,6 +171,40 @@ def test_insecure_superlink_only_when_asked_speaks_plain_http(tmp_path):
     finally:
         link.stop()
     assert not link.running()
+
+
+def test_deploy_supernode_runs_both_processes_and_stops_both_on_sigterm(certs, tmp_path):
+    """``fedmm deploy supernode`` (default isolation) against a real TLS SuperLink: a SuperNode and its
+    ClientApp process start; SIGTERM to the command stops both (PID and start time checked), exit 0."""
+    port = free_port()
+    env = flower_env(FLWR_HOME=str(tmp_path / "home"))
+    link = ManagedProcess("superlink", superlink_argv(certs, host="127.0.0.1", port=port), tmp_path / "link.log", env)
+    cli = None
+    try:
+        wait_for_port("127.0.0.1", port, 60, link.proc)
+        (tmp_path / "client_0" / "train").mkdir(parents=True)
+        argv = [sys.executable, "-c", "from fedmm.cli.app import main; main()", "deploy", "supernode",
+                "--client-dir", str(tmp_path / "client_0"), "--superlink", f"127.0.0.1:{port}",
+                "--ca", str(certs / "ca.crt"), "--port", str(free_port()), "--log-dir", str(tmp_path / "logs")]
+        cli = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        first = cli.stdout.readline()
+        pids = [int(x) for x in re.findall(r"\(pid (\d+)\)", first)]
+        assert len(pids) == 2, first
+        started = [start_time(p) for p in pids]
+        clientapp_log = tmp_path / "logs" / "clientapp_client_0.log"
+        deadline = time.time() + 120
+        while time.time() < deadline and READY_LINE not in (clientapp_log.read_text() if clientapp_log.exists()
+                                                            else ""):
+            time.sleep(0.5)
+        assert READY_LINE in clientapp_log.read_text() and all(process_alive(p, s) for p, s in zip(pids, started))
+        cli.send_signal(signal.SIGTERM)
+        assert cli.wait(timeout=60) == 0
+        assert not any(process_alive(p, s) for p, s in zip(pids, started))
+        assert not list(Path(tempfile.gettempdir()).glob("fedmm-node-*/.client_0.secret"))
+    finally:
+        if cli is not None and cli.poll() is None:
+            cli.kill()
+        link.stop()
 
 
 def test_run_transport_option_is_checked(tmp_path):

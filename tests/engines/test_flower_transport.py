@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ pytest.importorskip("flwr")
 
 from fedmm.engines.files import init_server, link_simulation_root, shared_dir  # noqa: E402
 from fedmm.engines.flower.launch import LocalFlowerFederation  # noqa: E402
+from fedmm.engines.flower.worker import READY_LINE  # noqa: E402
 from fedmm.engines.local import run_simulation  # noqa: E402
 from fedmm.engines.prepare import prepare_federation  # noqa: E402
 from fedmm.io import read_json  # noqa: E402
@@ -55,6 +57,10 @@ def test_flower_matches_in_process_transport(tmp_path_factory):
     assert all(u["global_round"] == 2 for u in updates)
     assert (run_dir / "flower" / "certs" / "ca.crt").exists()          # TLS by default
     assert "--insecure" not in (run_dir / "flower" / "flwr_home" / "config.toml").read_text()
+    for name in ("client_0", "client_1", "client_2", "client_3"):   # one long-lived ClientApp process each
+        log = (run_dir / "flower" / "logs" / f"clientapp_{name}.log").read_text(errors="replace")
+        assert log.count(READY_LINE) == 1                               # it served every message
+        assert re.search(r"task 4 \(evaluate\) completed in .*\(data cache: 3 hits, 1 encodings\)", log), log
     assert _processes_mentioning(str(run_dir)) == []
 
 
@@ -62,8 +68,9 @@ def test_flower_matches_in_process_transport(tmp_path_factory):
 @pytest.mark.skipif(not os.environ.get("FEDMM_FLOWER_DROPOUT"),
                     reason="about 2 minutes (waits out a round timeout); set FEDMM_FLOWER_DROPOUT=1 to run")
 def test_killed_supernode_is_left_out_of_the_round(tmp_path_factory, tmp_path):
-    """One round, min_clients 3: client_3's SuperNode dies while training; the round ends with the
-    other three after the round timeout, and the final state goes only to the survivors."""
+    """One round, min_clients 3: client_3's SuperNode (with its ClientApp process) dies while training;
+    the round ends with the other three after the round timeout, and the final state goes only to the
+    survivors."""
     base = session_base(tmp_path_factory)
     cfg = small_config(base, "unused", "fed.rounds=1", "fed.min_clients=3")
     root = link_simulation_root(prepare_federation(cfg), cfg, tmp_path / "root")
@@ -76,7 +83,7 @@ def test_killed_supernode_is_left_out_of_the_round(tmp_path_factory, tmp_path):
         def kill_when_training() -> None:
             deadline = time.time() + 240
             while time.time() < deadline and not killed.is_set():
-                if "Start `flwr-clientapp` process" in victim.log_path.read_text(errors="replace"):
+                if "task claimed" in victim.clientapp.log_path.read_text(errors="replace"):
                     victim.kill()
                     killed.set()
                     return
@@ -95,5 +102,6 @@ def test_killed_supernode_is_left_out_of_the_round(tmp_path_factory, tmp_path):
     assert read_json(root / "server" / "checkpoints" / "latest.json")["round"] == 1
     assert [u["client"] for u in read_json(root / "server" / "client_updates.json")] == [
         "client_0", "client_1", "client_2"]
-    assert not any(p.running() for p in [flower.superlink, *flower.supernodes.values()])
+    assert not flower.superlink.running() and not any(p.running() for n in flower.supernodes.values()
+                                                      for p in n.processes)
     assert _processes_mentioning(str(tmp_path)) == []

@@ -10,6 +10,11 @@ A TRAIN message carries the global state, the run configuration and the
 federation facts; the reply is the client's upload. An EVALUATE message carries
 the final global state; the client writes its deployed model
 (``best_model.safetensors``) and replies with its validation scores.
+
+``app`` is what Flower's own ``subprocess`` isolation loads in a fresh process per
+message; :func:`make_client_app` with a :class:`~fedmm.engines.clientside.ClientCache`
+is what the long-lived ClientApp process (:mod:`fedmm.engines.flower.worker`) runs:
+the libraries stay imported and the client's encoded data stays in memory.
 """
 from __future__ import annotations
 
@@ -22,12 +27,10 @@ from flwr.app import Message as FlowerMessage
 from flwr.clientapp import ClientApp
 
 from fedmm.config import from_dict
-from fedmm.engines.clientside import train_step, update_step
+from fedmm.engines.clientside import ClientCache, train_step, update_step
 from fedmm.engines.flower.records import from_records, to_records
 from fedmm.engines.transport import FederationInfo
 from fedmm.federated.messages import MessageError
-
-app = ClientApp()
 
 
 def _site(context: Context) -> tuple[Path, Path, str | None, int | None]:
@@ -53,22 +56,31 @@ def _decode(msg: FlowerMessage):
     return broadcast, cfg, info
 
 
-@app.train()
-def train(msg: FlowerMessage, context: Context) -> FlowerMessage:
-    """Client steps of one round; replies with the upload."""
-    client_dir, shared, device, threads = _site(context)
-    broadcast, cfg, info = _decode(msg)
-    upload = train_step(client_dir, shared, broadcast, cfg, info, device, threads)
-    return FlowerMessage(to_records(upload), reply_to=msg)
+def make_client_app(cache: ClientCache | None = None) -> ClientApp:
+    """fedmm's ClientApp; with ``cache`` the client's encoded data is kept between messages."""
+    client_app = ClientApp()
+
+    @client_app.train()
+    def train(msg: FlowerMessage, context: Context) -> FlowerMessage:
+        """Client steps of one round; replies with the upload."""
+        client_dir, shared, device, threads = _site(context)
+        broadcast, cfg, info = _decode(msg)
+        upload = train_step(client_dir, shared, broadcast, cfg, info, device, threads, cache)
+        return FlowerMessage(to_records(upload), reply_to=msg)
+
+    @client_app.evaluate()
+    def update(msg: FlowerMessage, context: Context) -> FlowerMessage:
+        """Take in the final global state (best_model.safetensors); replies with validation scores."""
+        client_dir, shared, device, threads = _site(context)
+        broadcast, cfg, info = _decode(msg)
+        report = update_step(client_dir, shared, broadcast, cfg, info, device, threads, cache)
+        metrics = MetricRecord({"val_macro_f1": report["val_macro_f1"], "val_accuracy": report["val_accuracy"],
+                                "n_val": float(report["n_val"])})
+        content = RecordDict({"fedmm.update": ConfigRecord({"report": json.dumps(report)}),
+                              "fedmm.metrics": metrics})
+        return FlowerMessage(content, reply_to=msg)
+
+    return client_app
 
 
-@app.evaluate()
-def update(msg: FlowerMessage, context: Context) -> FlowerMessage:
-    """Take in the final global state (best_model.safetensors); replies with validation scores."""
-    client_dir, shared, device, threads = _site(context)
-    broadcast, cfg, info = _decode(msg)
-    report = update_step(client_dir, shared, broadcast, cfg, info, device, threads)
-    metrics = MetricRecord({"val_macro_f1": report["val_macro_f1"], "val_accuracy": report["val_accuracy"],
-                            "n_val": float(report["n_val"])})
-    content = RecordDict({"fedmm.update": ConfigRecord({"report": json.dumps(report)}), "fedmm.metrics": metrics})
-    return FlowerMessage(content, reply_to=msg)
+app = make_client_app()

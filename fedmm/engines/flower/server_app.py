@@ -30,6 +30,7 @@ from flwr.serverapp import Grid, ServerApp
 from fedmm.config import to_toml
 from fedmm.engines.clientside import read_federation
 from fedmm.engines.flower import STATUS_FILE
+from fedmm.engines.flower.exchange import send_and_receive
 from fedmm.engines.flower.records import from_records, to_records
 from fedmm.engines.loop import ServerContext, run_rounds
 from fedmm.engines.transport import Reply, RoundFailed
@@ -91,7 +92,7 @@ class FlowerTransport:
         content = to_records(broadcast, self.extra)
         out = [FlowerMessage(content, dst_node_id=n, message_type=message_type, group_id=str(round_idx + 1))
                for n in nodes]
-        replies = list(self.grid.send_and_receive(out, timeout=self.round_timeout))
+        replies = send_and_receive(self.grid, out, self.round_timeout)
         answered = {rep.metadata.src_node_id for rep in replies}
         problems = [f"node {n}: no reply within {self.round_timeout:.0f} s" for n in nodes if n not in answered]
         ok = []
