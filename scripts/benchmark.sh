@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's results, one sweep after another (each run already spreads its clients over
 # every core). Finished runs are reused, so the script can be re-run after an interruption.
-#   bash scripts/benchmark.sh            main table (shared encoders) + strict mode + fedavg control
+#   bash scripts/benchmark.sh            main table (shared encoders) + strict mode + fedavg controls
 #   bash scripts/benchmark.sh ablations  fedmm with one mechanism switched off, 3 seeds each
 #   bash scripts/benchmark.sh shift      label skew (Dirichlet 0.3) and a federation with more uni-modal sites
 #   bash scripts/benchmark.sh complementarity   centralized on images only / reports only
@@ -16,9 +16,12 @@ case "$what" in
     $FEDMM sweep --strategies fedmm,fedavg,fedprox,local,centralized --seeds "$SEEDS" --out runs/bench
     $FEDMM sweep --strategies fedmm,fedavg,fedprox --seeds "$SEEDS" --out runs/bench-strict -c fed.encoders=local
     $FEDMM sweep --strategies fedavg --seeds "$SEEDS" --out runs/bench-fedavg-dropout -c fed.baseline_dropout=true
+    # fedavg with fedmm's uni-modal image head (and the fusion path's loss on the same rows): the control
+    # for what the head alone buys without the federated mechanisms
+    $FEDMM sweep --strategies fedavg --seeds "$SEEDS" --out runs/bench-fedavg-unihead -c model.unimodal_heads=image
     ;;
   ablations)
-    for switch in fed.missing_views=false fed.align=false fed.rep_kd=false fed.balance=false fed.prototypes=false \
+    for switch in model.unimodal_heads=none model.unimodal_fusion_loss=0 fed.missing_views=false fed.align=false fed.rep_kd=false fed.balance=false fed.prototypes=false \
                   model.surrogate_fill=both train.balance_paired=true fed.kd=true fed.bn=shared fed.bn=local \
                   fed.weighting=samples; do
       $FEDMM sweep --strategies fedmm --seeds "$SEEDS" --out "runs/ablation-${switch//[.=]/-}" -c "$switch"
