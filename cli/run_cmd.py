@@ -89,7 +89,7 @@ def run(
     name: Annotated[Optional[str], typer.Option(help="Run directory name (default: strategy-seed-time)")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", exists=True, dir_okay=False, help="TOML config")] = None,
     overrides: Annotated[Optional[list[str]], typer.Option("-c", help="Override: section.key=value (repeatable)")] = None,
-    preset: Annotated[str, typer.Option(help="default | smoke (tiny, for tests)")] = "default",
+    preset: Annotated[str, typer.Option(help="default | smoke (tiny, for tests) | scale (300 small clients)")] = "default",
     resume: Annotated[Optional[Path], typer.Option(help="Resume the run in this directory")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars")] = False,
     transport: Annotated[Optional[str], typer.Option(

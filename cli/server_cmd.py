@@ -42,7 +42,7 @@ def init(
     root: Root,
     config: Annotated[Optional[Path], typer.Option("--config", exists=True, dir_okay=False, help="TOML config")] = None,
     overrides: Annotated[Optional[list[str]], typer.Option("-c", help="Override: section.key=value")] = None,
-    preset: Annotated[str, typer.Option(help="default | smoke")] = "default",
+    preset: Annotated[str, typer.Option(help="default | smoke | scale")] = "default",
     rounds: Annotated[Optional[int], typer.Option(help="Federated rounds")] = None,
     strategy: Annotated[Optional[str], typer.Option(help="fedmm | fedavg | fedprox | local")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed")] = None,

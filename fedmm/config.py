@@ -136,7 +136,28 @@ PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"data.n_samples": 900, "data.n_clients": 6, "data.n_image_only": 1, "data.n_text_only": 1,
               "data.public_size": 100, "fed.rounds": 3, "fed.n_centers": 6, "fed.local_centers": 4,
               "train.kd_public_per_round": 48, "fed.calib_steps": 5},
+    # Many small clients (benchmarks/bench_scale.py): 300 clients of ~33 rows (~28 train, ~5 val),
+    # 20 image-only + 20 text-only (the default's 2 in 15). The source size follows
+    # n_samples = SCALE_ROWS_PER_CLIENT * n_clients + SCALE_EXTRA_ROWS (17% of it is the test set,
+    # 200 rows the public set); scale_overrides(k) gives the -c overrides for k clients of the same
+    # size, e.g. 30: -c data.n_clients=30 -c data.n_samples=1440 -c data.n_image_only=2 -c data.n_text_only=2
+    "scale": {"data.n_samples": 12240, "data.n_clients": 300, "data.n_image_only": 20, "data.n_text_only": 20,
+              "data.public_size": 200, "fed.rounds": 3, "fed.local_centers": 4,
+              "train.kd_public_per_round": 32},
 }
+
+SCALE_ROWS_PER_CLIENT = 40   # source rows per client in the scale preset (test share included)
+SCALE_EXTRA_ROWS = 240       # source rows for the public set (and its share of the test set)
+
+
+def scale_overrides(n_clients: int) -> list[str]:
+    """``key=value`` overrides that resize the ``scale`` preset to ``n_clients`` clients of the same
+    size: n_samples grows with the clients, and the image-only / text-only clients keep their share."""
+    if n_clients < 1:
+        raise ValueError("n_clients must be >= 1")
+    single = round(n_clients / 15)
+    return [f"data.n_clients={n_clients}", f"data.n_samples={SCALE_ROWS_PER_CLIENT * n_clients + SCALE_EXTRA_ROWS}",
+            f"data.n_image_only={single}", f"data.n_text_only={single}"]
 
 
 def _coerce(value: str, current: Any) -> Any:
