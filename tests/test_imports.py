@@ -112,7 +112,7 @@ def test_every_module_imports_and_only_the_flower_apps_import_flwr():
 
     names = [n for n in sorted(modules()) if available(n)]
     rest, flower_app = [n for n in names if n not in FLOWER_APP], [n for n in names if n in FLOWER_APP]
-    proc = subprocess.run([sys.executable, "-c", _CHILD], input=json.dumps([rest, flower_app]), text=True,
+    proc = subprocess.run([sys.executable, "-P", "-c", _CHILD], input=json.dumps([rest, flower_app]), text=True,
                           capture_output=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -35,7 +35,7 @@ def write_secret(path: Path) -> Path:
 def clientapp_argv(runtime_port: int, secret_file: Path | None = None, supernode_pid: int | None = None,
                    poll: float = 0.2) -> list[str]:
     """The long-lived ClientApp process for the SuperNode whose Runtime API is 127.0.0.1:``runtime_port``."""
-    argv = [sys.executable, "-m", "fedmm.engines.flower.worker", "--runtime-api-address",
+    argv = [sys.executable, "-P", "-m", "fedmm.engines.flower.worker", "--runtime-api-address",
             f"127.0.0.1:{int(runtime_port)}", "--poll", repr(float(poll))]
     if secret_file is not None:
         argv += ["--superexec-auth-secret-file", str(secret_file)]
@@ -63,7 +63,7 @@ class HospitalNode:
         self.name, self.port, self.isolation = name, int(port), isolation
         argv = supernode_argv(host="127.0.0.1", port=self.port, isolation=isolation, **node_kwargs)
         if node_poll is not None and node_poll < STOCK_POLL_S:
-            argv = [sys.executable, "-m", "fedmm.engines.flower.supernode", "--poll", repr(float(node_poll)), "--",
+            argv = [sys.executable, "-P", "-m", "fedmm.engines.flower.supernode", "--poll", repr(float(node_poll)), "--",
                     *argv[1:]]
         self.secret = write_secret(Path(secret_dir) / f".{name}.secret") if isolation == "process" else None
         if self.secret is not None:

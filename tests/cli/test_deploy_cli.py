@@ -183,7 +183,7 @@ def test_deploy_supernode_runs_both_processes_and_stops_both_on_sigterm(certs, t
     try:
         wait_for_port("127.0.0.1", port, 60, link.proc)
         (tmp_path / "client_0" / "train").mkdir(parents=True)
-        argv = [sys.executable, "-c", "from fedmm.cli.app import main; main()", "deploy", "supernode",
+        argv = [sys.executable, "-P", "-c", "from fedmm.cli.app import main; main()", "deploy", "supernode",
                 "--client-dir", str(tmp_path / "client_0"), "--superlink", f"127.0.0.1:{port}",
                 "--ca", str(certs / "ca.crt"), "--port", str(free_port()), "--log-dir", str(tmp_path / "logs")]
         cli = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

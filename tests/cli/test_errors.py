@@ -188,7 +188,7 @@ def test_debug_flag_shows_the_traceback(tmp_path):
     run_dir = _fake_run(tmp_path / "run")
     (run_dir / "checkpoints" / "latest.json").write_text("{not json")
     env = {k: v for k, v in os.environ.items() if k != "FEDMM_DEBUG"}
-    proc = subprocess.run([sys.executable, "-m", "fedmm.cli.app", "run", "--resume", str(run_dir), "--debug"],
+    proc = subprocess.run([sys.executable, "-P", "-m", "fedmm.cli.app", "run", "--resume", str(run_dir), "--debug"],
                           capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode != 0
     assert "Traceback" in proc.stderr and "check_checkpoint" in proc.stderr

@@ -52,7 +52,7 @@ def test_train_wordpiece_deterministic_across_processes(tmp_path: Path) -> None:
     (tmp_path / "corpus.json").write_text(json.dumps(CORPUS))
     code = ("import json, sys; from fedmm.data.tokenizer import train_wordpiece; "
             "train_wordpiece(json.load(open(sys.argv[2])), sys.argv[1], vocab_size=150)")
-    subprocess.run([sys.executable, "-c", code, str(tmp_path / "b"), str(tmp_path / "corpus.json")], check=True)
+    subprocess.run([sys.executable, "-P", "-c", code, str(tmp_path / "b"), str(tmp_path / "corpus.json")], check=True)
     assert (tmp_path / "a" / "vocab.txt").read_bytes() == (tmp_path / "b" / "vocab.txt").read_bytes()
 
 
