@@ -31,12 +31,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from proc_memory import cpu_line, memory_line, watch
+from proc_memory import cpu_line, memory_line, round_seconds, run_child, work_folder
 
 PATHS = ("bare", "bare2", "local", "local2", "files", "flower")
 ALL_PATHS = PATHS + ("flower-stock",)
@@ -164,15 +163,10 @@ def run_path(args, path: str, env: dict) -> dict:
             "--rounds", str(args.rounds), "--preset", args.preset, "--timeout", str(args.timeout),
             *[x for c in args.c for x in ("-c", c)]]
     started = time.time()
-    (args.out / f"{path}.json").unlink(missing_ok=True)
-    with open(args.out / f"{path}.log", "w") as log:
-        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=log)
-        procs = watch(proc)
-    res = json.loads((args.out / f"{path}.json").read_text()) if proc.returncode == 0 else {}
-    ends = res.get("ends", [])
-    per = [b - a for a, b in zip([0.0] + ends[:-1], ends)]
+    returncode, procs, res = run_child(argv, env, args.out / f"{path}.log", args.out / f"{path}.json")
+    per = round_seconds(res.get("ends", []))
     return {"rounds_s": per, "steady_s": (sum(per[1:]) / len(per[1:])) if len(per) > 1 else None,
-            "final": res.get("final"), "returncode": proc.returncode, "total_s": time.time() - started,
+            "final": res.get("final"), "returncode": returncode, "total_s": time.time() - started,
             "peak_rss_mib": {str(pid): [role, round(kb / 1024)] for pid, (role, kb, _) in procs.items()},
             "memory": memory_line(procs), "cpu": cpu_line(procs), "detail": flower_detail(Path(res["final"]).parents[1])
             if path.startswith("flower") and res.get("final") else ""}
@@ -208,11 +202,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.out is None:
-        import tempfile
-
-        args.out = Path(tempfile.mkdtemp(prefix="bench_round_"))
-    args.out.mkdir(parents=True, exist_ok=True)
+    args.out = work_folder(args.out, "bench_round_")
     if args.child:
         child(args)
         return {}

@@ -32,13 +32,11 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
-from proc_memory import memory_line, watch
+from proc_memory import memory_line, round_seconds, run_child, work_folder
 
 TOLERANCE = 0.2
 
@@ -117,29 +115,20 @@ def run_one(args, clients: int, workers: int, env: dict) -> dict:
             "--rounds", str(args.rounds), "--preset", args.preset, "--threads", str(args.threads),
             *(["--cache", args.cache] if args.cache else []), *(["--evaluate"] if args.evaluate else []),
             *[x for c in args.c for x in ("-c", c)]]
-    (args.out / f"{name}.json").unlink(missing_ok=True)
     started = time.time()
-    with open(args.out / f"{name}.log", "w") as log:
-        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
-        timer = threading.Timer(args.timeout, proc.kill)
-        timer.start()
-        try:
-            procs = watch(proc)
-        finally:
-            timer.cancel()
+    returncode, procs, res = run_child(argv, env, args.out / f"{name}.log", args.out / f"{name}.json", args.timeout)
     if not args.keep:
         for sub in ("clients", "exchange"):
             shutil.rmtree(args.out / "runs" / name / sub, ignore_errors=True)
-    res = json.loads((args.out / f"{name}.json").read_text()) if proc.returncode == 0 else {}
     ends, marks = res.get("ends", []), {m["at"]: m for m in res.get("marks", [])}
-    per = [b - a for a, b in zip([0.0] + ends[:-1], ends)]
+    per = round_seconds(ends)
     workers_kb = [kb for role, kb, _ in procs.values() if role == "client worker"]
     main_kb = [kb for role, kb, _ in procs.values() if role == "main"] + [marks.get("end", {}).get("VmHWM", 0)]
     last = marks.get(f"start of round {len(ends)}", {}) if len(ends) > 1 else {}
     mib = lambda kb: None if kb is None else round(kb / 1024)  # noqa: E731
     t = {k: m["t"] for k, m in marks.items()}
     first = t.get("start of round 1", 0.0)
-    return {"clients": clients, "workers": workers, "returncode": proc.returncode, "total_s": time.time() - started,
+    return {"clients": clients, "workers": workers, "returncode": returncode, "total_s": time.time() - started,
             "n_samples": res.get("n_samples"), "n_train": res.get("n_train"), "rounds_s": per,
             "round_s": per[-1] if per else None, "warm_up_only": len(per) == 1,
             "startup_s": t["data encoded"] - t["start"] if res else None,   # imports and data encoding
@@ -215,11 +204,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.out is None:
-        import tempfile
-
-        args.out = Path(tempfile.mkdtemp(prefix="bench_scale_"))
-    args.out.mkdir(parents=True, exist_ok=True)
+    args.out = work_folder(args.out, "bench_scale_")
     if args.child:
         child(args)
         return {}

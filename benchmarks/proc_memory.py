@@ -6,8 +6,11 @@ between two samples is counted up to its last sample).
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -39,6 +42,35 @@ def _tree(root: int) -> list[int]:
         out.append(pid)
         todo.extend(kids.get(pid, []))
     return out
+
+
+def work_folder(out: Path | None, prefix: str) -> Path:
+    """``out`` (created), or a new temporary folder named ``prefix...`` when it is None."""
+    out = Path(tempfile.mkdtemp(prefix=prefix)) if out is None else Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def run_child(argv: list[str], env: dict, log: Path, result: Path, timeout: float | None = None):
+    """Run ``argv`` with its output in ``log``, its process tree watched (:func:`watch`), killed after
+    ``timeout`` s; returns (exit status, the tree's readings, the JSON it wrote to ``result`` or {})."""
+    result.unlink(missing_ok=True)
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(argv, env=env, stdout=fh, stderr=subprocess.STDOUT)
+        timer = threading.Timer(timeout, proc.kill) if timeout else None
+        if timer is not None:
+            timer.start()
+        try:
+            procs = watch(proc)
+        finally:
+            if timer is not None:
+                timer.cancel()
+    return proc.returncode, procs, json.loads(result.read_text()) if proc.returncode == 0 else {}
+
+
+def round_seconds(ends: list[float]) -> list[float]:
+    """Seconds of each round from the rounds' end times (``wall_s`` of metrics.jsonl)."""
+    return [b - a for a, b in zip([0.0] + ends[:-1], ends)]
 
 
 def watch(proc: subprocess.Popen, every: float = 0.2) -> dict[int, tuple[str, int, float]]:
