@@ -55,10 +55,16 @@ def config(args, path: str):
 def _client(data, broadcast, cfg, strategy, store_dir: str, vocab: int):
     import torch
 
-    from fedmm.federated.client import ClientStore, client_round
+    from fedmm.engines.store import ClientStore
+    from fedmm.federated.client import client_round
 
     torch.set_num_threads(1)
-    return client_round(data, broadcast, cfg, strategy, ClientStore(store_dir), vocab, torch.device("cpu"))
+    store, r = ClientStore(store_dir), int(broadcast.meta["round"])
+    upload, state = client_round(data, broadcast, cfg, strategy, store.read(r - 1) if r > 0 else None, vocab,
+                                 torch.device("cpu"))
+    if state is not None:
+        store.write(state, r)
+    return upload
 
 
 def _canonical(msg):
@@ -108,7 +114,9 @@ def run_bare(args, path: str) -> dict:
         state.shared.update({k: v for k, v in bn_stats.pooled_statistics(uploads).items() if k in state.shared})
     if pool is not None:
         pool.shutdown()
-    state.broadcast().save(run_dir / "final")
+    from fedmm.engines.wire import save_message
+
+    save_message(state.broadcast(), run_dir / "final")
     return {"ends": ends, "final": str(run_dir / "final")}
 
 
@@ -148,9 +156,9 @@ def child(args) -> None:
 def max_abs_diff(a_stem: str, b_stem: str) -> float:
     import numpy as np
 
-    from fedmm.federated.messages import Message
+    from fedmm.engines.wire import load_message
 
-    a, b = Message.load(Path(a_stem), "broadcast").arrays, Message.load(Path(b_stem), "broadcast").arrays
+    a, b = load_message(Path(a_stem), "broadcast").arrays, load_message(Path(b_stem), "broadcast").arrays
     if set(a) != set(b):
         return float("nan")
     return max((float(np.abs(a[k].astype(np.float64) - b[k].astype(np.float64)).max()) for k in a if a[k].size),

@@ -96,6 +96,12 @@ def check_safetensors(path: str | Path) -> None:
     Reads at most 8 + :data:`MAX_HEADER_BYTES` bytes and allocates nothing the
     file does not hold; raises :class:`MessageError` naming the file and the problem.
     """
+    safetensors_layout(path)
+
+
+def safetensors_layout(path: str | Path) -> tuple[int, dict[str, dict]]:
+    """:func:`check_safetensors`, returning where the data section starts and the checked header
+    (name -> ``{"dtype", "shape", "data_offsets"}``, offsets relative to the data section)."""
     size = os.path.getsize(path)
 
     def bad(why: str) -> MessageError:
@@ -141,6 +147,7 @@ def check_safetensors(path: str | Path) -> None:
         pos = end
     if pos != size - 8 - n:
         raise bad(f"data section holds {size - 8 - n} bytes, the arrays cover {short_repr(pos)}")
+    return 8 + n, header
 
 
 def load_arrays(path: str | Path) -> dict[str, np.ndarray]:

@@ -9,5 +9,6 @@ PIP=".venv/bin/python -m pip"
 $PIP install -q --upgrade pip setuptools wheel
 # torch first, pinned: a bare 'torch' requirement would pull another build.
 $PIP install -q "torch==2.14.1" "torchvision==0.29.1"
-$PIP install -q pybind11 cmake
-$PIP install -q --no-build-isolation -e ".[test,deploy]"
+# every other package at the version of constraints.txt, so a setup on another day reproduces the results
+$PIP install -q -c constraints.txt pybind11 cmake
+$PIP install -q --no-build-isolation -c constraints.txt -e ".[test,deploy]"

@@ -120,3 +120,26 @@ def test_every_module_imports_and_only_the_flower_apps_import_flwr():
     assert out["flwr_after_flower"] is False, "importing fedmm.engines.flower (or its launcher) imports flwr"
     assert out["flwr_after_rest"] is False, "a module outside the Flower apps imports flwr"
     assert len(rest) > 50
+
+
+FILE_IO = {"pathlib", "shutil", "tempfile", "os", "safetensors", "safetensors.numpy"}
+IO_NAMES_ALLOWED = {"MessageError", "short_repr"}   # fedmm.io's error type and its formatter: no I/O
+
+
+def test_the_algorithm_package_does_no_file_io():
+    """fedmm.federated gets arrays and returns messages: it opens no file and imports nothing that
+    reads or writes them (engines own the disk: fedmm.engines.wire, fedmm.engines.store)."""
+    found = []
+    for name, path in modules().items():
+        if not name.startswith("fedmm.federated"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                found += [(name, a.name) for a in node.names if a.name in FILE_IO]
+            elif isinstance(node, ast.ImportFrom) and node.module in FILE_IO:
+                found.append((name, node.module))
+            elif isinstance(node, ast.ImportFrom) and node.module == "fedmm.io":
+                found += [(name, f"fedmm.io.{a.name}") for a in node.names if a.name not in IO_NAMES_ALLOWED]
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "open":
+                found.append((name, "open()"))
+    assert not found, found

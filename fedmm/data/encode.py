@@ -9,6 +9,7 @@ from PIL import Image
 
 from .images import open_image
 from .manifest import ManifestData, Record, RowIssue
+from .modality import DATA_MODALITIES
 
 _HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
@@ -136,3 +137,18 @@ def encode_split(data: ManifestData, tokenizer, image_size: int = 64, max_len: i
     )
     usable = has_image | has_text
     return enc if bool(usable.all()) else enc.subset(usable)
+
+
+def hide_modality(split: EncodedSplit, modalities: str, drop_empty: bool = True) -> EncodedSplit:
+    """Hide a modality everywhere (``data.modalities``, the complementarity study): ``image``
+    keeps only images, ``text`` only reports, ``both`` everything. Rows left with neither are
+    dropped unless ``drop_empty`` is False (prediction keeps every row it was given)."""
+    if modalities not in DATA_MODALITIES:
+        raise ValueError(f"data.modalities must be {'|'.join(DATA_MODALITIES)}, got {modalities!r}")
+    if modalities == "both":
+        return split
+    if modalities == "image":
+        split.has_text = torch.zeros_like(split.has_text)
+    else:
+        split.has_image = torch.zeros_like(split.has_image)
+    return split.subset(torch.nonzero(split.has_image | split.has_text).squeeze(1)) if drop_empty else split

@@ -14,57 +14,27 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from fedmm.config import RunConfig, read_config, to_toml
-from fedmm.data.encode import EncodedSplit, encode_split
+from fedmm.data.encode import EncodedSplit, encode_split, hide_modality
 from fedmm.data.manifest import load_manifest
 from fedmm.data.tokenizer import load_tokenizer
-from fedmm.engines.prepare import hide_modality
-from fedmm.engines.transport import FederationInfo, broadcast_spec, check_broadcast
+from fedmm.engines.store import ClientStateStore
+from fedmm.engines.transport import FederationInfo
+from fedmm.engines.wire import broadcast_spec, check_broadcast
 from fedmm.engines.workers import resolve_device
-from fedmm.federated.client import ClientData, ClientStore, build_model, client_init_seed, client_round, model_state
+from fedmm.federated.client import ClientData, assemble_model, build_model, client_round, model_state
 from fedmm.federated.messages import Message, MessageError
-from fedmm.federated.params import load_shared, shared_shapes
+from fedmm.federated.params import shared_shapes
 from fedmm.federated.strategies import strategy_from_config
 from fedmm.federated.train import predict
 from fedmm.io import save_arrays, write_json
 from fedmm.metrics import classification_metrics
 from fedmm.models.surrogate import GlobalVectors
-
-_ROUND_FILE = re.compile(r"round_(\d{4,})\.safetensors$")
-
-
-class ClientStateStore(ClientStore):
-    """A client's model state in its own folder; tolerates rounds it missed.
-
-    ``load(model, r)`` reads the newest state saved at or before round ``r`` (a
-    client that was offline for a round continues from its last one) and leaves a
-    freshly initialised model untouched when there is none.
-    """
-
-    def rounds(self) -> list[int]:
-        if not self.folder.is_dir():
-            return []
-        return sorted(int(m.group(1)) for p in self.folder.iterdir() if (m := _ROUND_FILE.match(p.name)))
-
-    def load(self, model, round_idx: int) -> bool:
-        done = [r for r in self.rounds() if r <= round_idx]
-        if not done:
-            return False
-        super().load(model, done[-1])
-        return True
-
-    def save(self, model, round_idx: int) -> None:
-        super().save(model, round_idx)
-        for r in self.rounds():
-            if r < round_idx - 1:
-                self.path(r).unlink(missing_ok=True)
-
 
 def read_federation(folder: str | Path) -> tuple[RunConfig, FederationInfo]:
     """The run config and the federation facts the server published in ``folder``
@@ -198,7 +168,12 @@ def train_step(client_dir: Path, shared_dir: Path, broadcast: Message, cfg: RunC
     dev = _apply_local(cfg, device, threads)
     _, data = _prepare(client_dir, shared_dir, broadcast, cfg, info, cache)
     store = ClientStateStore(Path(client_dir) / "state")
-    return client_round(data, broadcast, cfg, strategy_from_config(cfg), store, info.vocab_size, dev)
+    r = int(broadcast.meta["round"])
+    upload, state = client_round(data, broadcast, cfg, strategy_from_config(cfg), store.read(r - 1),
+                                 info.vocab_size, dev)
+    if state is not None:
+        store.write(state, r)
+    return upload
 
 
 def update_step(client_dir: Path, shared_dir: Path, broadcast: Message, cfg: RunConfig, info: FederationInfo,
@@ -208,12 +183,10 @@ def update_step(client_dir: Path, shared_dir: Path, broadcast: Message, cfg: Run
     dev = _apply_local(cfg, device, threads)
     r, data = _prepare(client_dir, shared_dir, broadcast, cfg, info, cache)
     strategy = strategy_from_config(cfg)
-    model = build_model(cfg, info.vocab_size, len(info.classes), client_init_seed(cfg, data.index)).to(dev)
     store = ClientStateStore(Path(client_dir) / "state")
     trained = store.rounds()
-    store.load(model, r - 1)
-    if strategy.share:
-        load_shared(model, broadcast.arrays)
+    model = assemble_model(cfg, info.vocab_size, len(info.classes), data.index, dev, state=store.read(r - 1),
+                           shared=broadcast.arrays if strategy.share else None)
     gv = GlobalVectors.from_arrays(broadcast.arrays) if strategy.prototypes else None
     scores = {"macro_f1": 0.0, "accuracy": 0.0}
     if len(data.val):

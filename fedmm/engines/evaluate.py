@@ -5,8 +5,8 @@ import numpy as np
 
 from fedmm.data.modality import SCENARIOS
 from fedmm.engines.workers import WorkerPool
-from fedmm.federated.client import ClientStore, build_model, client_init_seed
-from fedmm.federated.params import load_shared
+from fedmm.engines.store import ClientStore
+from fedmm.federated.client import assemble_model
 from fedmm.federated.train import client_views, own_view, predict, view_rows
 from fedmm.metrics import classification_metrics, mean_metrics
 from fedmm.models.model import FedMMModel
@@ -16,11 +16,8 @@ def deployed_model(cfg, vocab_size: int, n_classes: int, data_index: int, store:
                    shared: dict | None, device) -> FedMMModel:
     """A client's deployed model: its own state after the last round (``store``) with every federated
     tensor replaced by the final global one (``shared``, by federated name; None when nothing is shared)."""
-    model = build_model(cfg, vocab_size, n_classes, client_init_seed(cfg, data_index)).to(device)
-    store.load(model, int(cfg.fed.rounds) - 1)
-    if shared is not None:
-        load_shared(model, shared, prefix="")
-    return model
+    return assemble_model(cfg, vocab_size, n_classes, data_index, device, state=store.read(int(cfg.fed.rounds) - 1),
+                          shared=shared, shared_prefix="")
 
 
 def client_test_metrics(data_index: int, modality: str, cfg, strategy, fed_facts: tuple, shared: dict | None,

@@ -27,13 +27,14 @@ import time
 from pathlib import Path
 
 from fedmm.config import RunConfig, to_toml
-from fedmm.data.encode import encode_split
+from fedmm.data.encode import encode_split, hide_modality
 from fedmm.data.manifest import load_manifest
 from fedmm.data.tokenizer import load_tokenizer, train_wordpiece
-from fedmm.engines.clientside import ClientStateStore, read_federation, train_step, update_step
+from fedmm.engines.clientside import read_federation, train_step, update_step
 from fedmm.engines.loop import NullReporter, ServerContext, run_step
-from fedmm.engines.prepare import hide_modality
+from fedmm.engines.store import ClientStateStore
 from fedmm.engines.transport import FederationInfo, Reply, RoundFailed
+from fedmm.engines.wire import load_message, publish_state, read_published, save_message
 from fedmm.federated.messages import Message, MessageError
 from fedmm.federated.strategies import pools_data
 from fedmm.io import read_json, write_json
@@ -64,26 +65,6 @@ def publish_static(shared: Path, cfg: RunConfig, info: FederationInfo, public_sr
     (shared / "config.toml").write_text(to_toml(cfg))
 
 
-def publish_state(shared: Path, broadcast: Message) -> None:
-    """Publish a global state: its own files first, then ``latest.json`` points to it (older ones pruned)."""
-    r = int(broadcast.meta["round"])
-    broadcast.save(shared / f"global_round_{r:04d}")
-    write_json(shared / "latest.json", {"round": r})
-    for old in shared.glob("global_round_*.*"):
-        stem_round = old.name.split(".")[0].rsplit("_", 1)[-1]
-        if stem_round.isdigit() and int(stem_round) < r - 1:
-            old.unlink(missing_ok=True)
-
-
-def read_published(shared: Path) -> Message:
-    """The latest published global state (validated as a message: index, shapes, finite values)."""
-    try:
-        r = int(read_json(shared / "latest.json")["round"])
-    except FileNotFoundError as exc:
-        raise FileNotFoundError(f"{shared}: no published global state (run 'fedmm server init')") from exc
-    return Message.load(shared / f"global_round_{r:04d}", "broadcast")
-
-
 def _client_paths(client_dir: Path, shared: Path | None) -> tuple[Path, Path]:
     client_dir = Path(os.path.abspath(client_dir))
     if not (client_dir / "train").is_dir():
@@ -101,7 +82,7 @@ def train_client(client_dir: Path, shared: Path | None = None, upload_root: Path
     root = Path(upload_root) if upload_root else client_dir.parent / "server" / "uploads"
     stem = root / f"round_{r:04d}" / up.meta["client"]
     stem.with_suffix(".json").unlink(missing_ok=True)  # the index is written last and marks a complete upload
-    up.save(stem)
+    save_message(up, stem)
     return stem
 
 
@@ -164,7 +145,8 @@ def server_context(root: Path, reporter=None, min_clients: int | None = None) ->
 
 def read_uploads(folder: Path, clients: list[str], round_idx: int) -> tuple[list[Reply], list[str]]:
     """The uploads of ``round_idx`` found in ``folder`` (one per client, in federation order, not yet
-    validated) and one line per client whose upload is missing or cannot be read."""
+    validated) and one line per client whose upload is missing or cannot be read. Their federated
+    tensors stay in the files until the server aggregates them (read in slices then)."""
     replies, problems = [], []
     for name in clients:
         stem = Path(folder) / name
@@ -172,7 +154,7 @@ def read_uploads(folder: Path, clients: list[str], round_idx: int) -> tuple[list
             problems.append(f"{name}: no upload for round {round_idx + 1} ({stem}.json missing)")
             continue
         try:
-            replies.append(Reply(name, Message.load(stem, "upload"), client=name))
+            replies.append(Reply(name, load_message(stem, "upload", lazy="shared/"), client=name))
         except MessageError as exc:
             problems.append(f"{name}: upload rejected: {exc}")
     return replies, problems

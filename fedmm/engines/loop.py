@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from fedmm.config import RunConfig
-from fedmm.engines.transport import (FederationInfo, Reply, RoundFailed, check_upload, n_requested_logits,
-                                     order_uploads, upload_spec)
-from fedmm.federated.client import build_model, stable_seed
+from fedmm.engines.transport import FederationInfo, Reply, RoundFailed
+from fedmm.engines.wire import check_upload, load_message, n_requested_logits, order_uploads, save_message, upload_spec
+from fedmm.federated.client import build_model, server_init_seed
 from fedmm.federated.mechanisms import bn_stats
 from fedmm.federated.messages import Message, MessageError
 from fedmm.federated.params import shared_shapes, shared_state
@@ -55,7 +55,7 @@ def check_checkpoint(run_dir: Path) -> int:
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{latest}: damaged checkpoint ({type(exc).__name__}: {exc}); {hint}") from exc
     try:
-        Message.load(ckpt / f"server_round_{rounds:04d}", "broadcast")
+        load_message(ckpt / f"server_round_{rounds:04d}", "broadcast")
     except MessageError as exc:
         raise ValueError(f"damaged checkpoint: {exc}; {hint}") from exc
     return rounds
@@ -78,7 +78,7 @@ class ServerContext:
         self.run_dir = Path(self.run_dir)
         self.strategy = strategy_from_config(self.cfg)
         n_classes = len(self.info.classes)
-        model = build_model(self.cfg, self.info.vocab_size, n_classes, stable_seed(int(self.cfg.seed), 0xC0FFEE))
+        model = build_model(self.cfg, self.info.vocab_size, n_classes, server_init_seed(self.cfg))
         self.head = model.head
         self.initial_shared = shared_state(model, self.strategy.spec)
         self.spec = upload_spec(shared_shapes(model, self.strategy.spec), self.head.d, n_classes)
@@ -112,12 +112,12 @@ class ServerContext:
     def latest(self) -> tuple[ServerState, float]:
         """The last checkpointed state and the wall time it records."""
         latest = read_json(self.ckpt_dir / "latest.json")
-        msg = Message.load(self.ckpt_dir / f"server_round_{latest['round']:04d}", "broadcast")
+        msg = load_message(self.ckpt_dir / f"server_round_{latest['round']:04d}", "broadcast")
         return ServerState.from_message(msg), float(latest.get("wall_s", 0.0))
 
     def checkpoint(self, state: ServerState, wall: float, statistics_done: bool = False) -> None:
         """Write the state after ``state.round`` rounds; ``latest.json`` (written last) points to it."""
-        state.broadcast().save(self.ckpt_dir / f"server_round_{state.round:04d}")
+        save_message(state.broadcast(), self.ckpt_dir / f"server_round_{state.round:04d}")
         write_json(self.ckpt_dir / "latest.json", {"round": state.round, "wall_s": wall,
                                                    **({"bn_stats": True} if statistics_done else {})})
 
@@ -179,7 +179,7 @@ class ServerContext:
 
 def _valid(replies: list[Reply], spec: dict[str, tuple], round_idx: int, clients: list[str],
            n_logits: int | None) -> tuple[list[Reply], list[str]]:
-    """The replies that pass :func:`~fedmm.engines.transport.check_upload` and claim the client they
+    """The replies that pass :func:`~fedmm.engines.wire.check_upload` and claim the client they
     came from (when the transport knows it), in the order they came; one line per other reply."""
     valid, problems = [], []
     for reply in replies:
@@ -197,7 +197,7 @@ def _valid(replies: list[Reply], spec: dict[str, tuple], round_idx: int, clients
 def screen(replies: list[Reply], spec: dict[str, tuple], round_idx: int, clients: list[str],
            n_logits: int | None) -> tuple[list[Message], list[str]]:
     """The valid uploads among ``replies``, in federation order, and one line per reply left out:
-    rejected by :func:`~fedmm.engines.transport.check_upload`, claiming another client than the
+    rejected by :func:`~fedmm.engines.wire.check_upload`, claiming another client than the
     one it came from, or a second upload of a client (the first one counts)."""
     valid, problems = _valid(replies, spec, round_idx, clients, n_logits)
     uploads, dropped = order_uploads([reply.message for reply in valid], clients)

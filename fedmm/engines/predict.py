@@ -28,14 +28,14 @@ import torch
 from fedmm.config import RunConfig, read_config
 from fedmm.data.manifest import load_manifest
 from fedmm.data.tokenizer import load_tokenizer
-from fedmm.engines.clientside import ClientStateStore, client_identity, read_federation
+from fedmm.engines.clientside import client_identity, read_federation
 from fedmm.engines.evaluate import deployed_model
-from fedmm.engines.files import read_published
 from fedmm.engines.loop import check_checkpoint
+from fedmm.engines.store import ClientStateStore, ClientStore
 from fedmm.engines.transport import FederationInfo
+from fedmm.engines.wire import load_message, read_published
 from fedmm.engines.workers import resolve_device
-from fedmm.federated.client import ClientStore, build_model, client_init_seed, load_model_state
-from fedmm.federated.messages import Message
+from fedmm.federated.client import assemble_model
 from fedmm.federated.server import ServerState
 from fedmm.federated.strategies import strategy_from_config
 from fedmm.federated.train import own_view
@@ -131,7 +131,7 @@ def load_run_predictor(run_dir: str | Path, client: str | None, device: str | No
     tok = load_tokenizer(tok_dir)
     _check_vocab(tok, info, tok_dir)
     strategy = strategy_from_config(cfg)
-    state = ServerState.from_message(Message.load(run_dir / "checkpoints" / f"server_round_{rounds:04d}", "broadcast"))
+    state = ServerState.from_message(load_message(run_dir / "checkpoints" / f"server_round_{rounds:04d}", "broadcast"))
     dev = _device(device, cfg)
     store = _client_store(run_dir, client, rounds)
     model = deployed_model(cfg, info.vocab_size, len(info.classes), info.clients.index(client), store,
@@ -169,8 +169,8 @@ def load_client_predictor(client_dir: str | Path, shared: str | Path | None = No
     tok = load_tokenizer(shared / "tokenizer")
     _check_vocab(tok, info, shared / "tokenizer")
     dev = _device(device, cfg)
-    model = build_model(cfg, info.vocab_size, len(info.classes), client_init_seed(cfg, index)).to(dev)
-    load_model_state(model, load_arrays(best))   # the update step's assembly: own state + global shared part
+    # the update step's assembly (own state + global shared part), as it wrote it
+    model = assemble_model(cfg, info.vocab_size, len(info.classes), index, dev, state=load_arrays(best))
     gv, rnd = None, read_json(best.with_suffix(".json")).get("global_round")
     if strategy_from_config(cfg).prototypes:
         broadcast = read_published(shared)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedmm.data.encode import encode_split
+from fedmm.data.encode import encode_split, hide_modality
 from fedmm.data.manifest import LABEL_SEP, MANIFEST_NAME, ManifestData, Record, RowIssue, load_manifest
 from fedmm.engines.predict import Predictor
 from fedmm.federated.train import VIEWS, predict, view_rows
@@ -154,10 +154,7 @@ def predict_cases(pred: Predictor, cases: Cases) -> Predictions:
     undecodable = {i.row for i in sub.issues}
     skipped += [RowIssue(cases.source, i.row, _skip_reason(i.reason)) for i in sub.issues]
     had_img, had_txt = split.has_image.clone(), split.has_text.clone()  # [N] bool, before hiding
-    if cfg.data.modalities == "image":   # as fedmm.engines.prepare.hide_modality, without dropping rows
-        split.has_text = torch.zeros_like(split.has_text)
-    elif cfg.data.modalities == "text":
-        split.has_image = torch.zeros_like(split.has_image)
+    split = hide_modality(split, cfg.data.modalities, drop_empty=False)
     scorable = view_rows(split, pred.view)   # [N] bool
     rows = []
     for k, rid in enumerate(split.ids):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from fedmm.data.encode import EncodedSplit, encode_split
+from fedmm.data.encode import EncodedSplit, encode_split, hide_modality
 from fedmm.data.manifest import load_manifest
 from fedmm.data.partition import PartitionConfig, PartitionError, partition_dataset
 from fedmm.data.synth import SynthConfig, generate_synthcxr
@@ -100,19 +100,6 @@ def client_root(cfg) -> Path:
         train_wordpiece([r.text for r in public.records if r.text], tmp / "tokenizer", cfg.data.vocab_size)
 
     return _build_once(target, "partition.json", build)
-
-
-def hide_modality(split: EncodedSplit, modalities: str) -> EncodedSplit:
-    """Hide a modality everywhere (complementarity study); rows left empty are dropped."""
-    if modalities == "both":
-        return split
-    if modalities == "image":
-        split.has_text = torch.zeros_like(split.has_text)
-    elif modalities == "text":
-        split.has_image = torch.zeros_like(split.has_image)
-    else:
-        raise ValueError(f"data.modalities must be both|image|text, got {modalities!r}")
-    return split.subset(torch.nonzero(split.has_image | split.has_text).squeeze(1))
 
 
 def concat_splits(splits: list[EncodedSplit]) -> EncodedSplit:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,7 +13,6 @@ from fedmm.federated.strategies import Strategy
 from fedmm.federated.summary import summarize_vectors
 from fedmm.federated.mechanisms import alignment, balance, bn_stats, logit_kd, missing_views, prox, rep_kd
 from fedmm.federated.train import TrainResult, client_views, own_view, predict, train_local, view_rows
-from fedmm.io import load_arrays, save_arrays
 from fedmm.metrics import classification_metrics
 from fedmm.federated.params import load_shared, shared_state, trainable_groups
 from fedmm.models.model import FedMMModel, resolve_unimodal_heads
@@ -50,6 +48,7 @@ class ClientData:
 
 
 COMMON_INIT = 0xC0DE  # the "client index" of the shared initialisation
+SERVER_INIT = 0xC0FFEE  # the server's initial model (the global state of round 0)
 
 
 def stable_seed(*parts: int) -> int:
@@ -68,12 +67,32 @@ def client_init_seed(cfg, client_index: int) -> int:
     return stable_seed(int(cfg.seed), COMMON_INIT if cfg.model.common_init else client_index, 1)
 
 
+def server_init_seed(cfg) -> int:
+    """Seed of the server's initial model, whose federated tensors are the round-0 global state."""
+    return stable_seed(int(cfg.seed), SERVER_INIT)
+
+
 def build_model(cfg, vocab_size: int, n_classes: int, seed: int) -> FedMMModel:
     """A freshly initialised model; initialisation is a function of ``seed`` only."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model_cfg = resolve_unimodal_heads(cfg.model, cfg.fed.strategy)
         return FedMMModel(model_cfg, vocab_size, n_classes, cfg.data.max_len)
+
+
+def assemble_model(cfg, vocab_size: int, n_classes: int, client_index: int, device,
+                   state: dict[str, np.ndarray] | None = None, shared: dict[str, np.ndarray] | None = None,
+                   shared_prefix: str = "shared/") -> FedMMModel:
+    """A client's model as training, the update step and evaluation all use it: initialised from
+    the client's seed (:func:`client_init_seed`), then its own ``state`` (all parameters and
+    buffers, from its last round) when given, then the federated tensors ``shared`` (named
+    ``shared_prefix`` + federated name) when given."""
+    model = build_model(cfg, vocab_size, n_classes, client_init_seed(cfg, client_index)).to(device)
+    if state is not None:
+        load_model_state(model, state)
+    if shared is not None:
+        load_shared(model, shared, prefix=shared_prefix)
+    return model
 
 
 def model_state(model: torch.nn.Module) -> dict[str, np.ndarray]:
@@ -154,24 +173,6 @@ def extract_representations(model: FedMMModel, split: EncodedSplit, device,
                 np.concatenate(labs[m]) if labs[m] else split.labels[:0].numpy()) for m in vecs}
 
 
-class ClientStore:
-    """A client's model state on disk, one safetensors file per finished round (last two kept)."""
-
-    def __init__(self, folder: str | Path) -> None:
-        self.folder = Path(folder)
-
-    def path(self, round_idx: int) -> Path:
-        return self.folder / f"round_{round_idx:04d}.safetensors"
-
-    def load(self, model: FedMMModel, round_idx: int) -> None:
-        load_model_state(model, load_arrays(self.path(round_idx)))
-
-    def save(self, model: FedMMModel, round_idx: int) -> None:
-        save_arrays(self.path(round_idx), model_state(model))
-        old = self.path(round_idx - 2)
-        old.unlink(missing_ok=True)
-
-
 def statistics_upload(model: FedMMModel, data: ClientData, broadcast: Message, r: int, device) -> Message:
     """The statistics pass after the last round: BatchNorm statistics of the global image encoder
     on this client's training images (nothing is trained or saved)."""
@@ -183,16 +184,16 @@ def statistics_upload(model: FedMMModel, data: ClientData, broadcast: Message, r
     return Message("upload", arrays if len(images) else {}, meta)
 
 
-def client_round(data: ClientData, broadcast: Message, cfg, strategy: Strategy, store: ClientStore,
-                 vocab_size: int, device) -> Message:
-    """One full client round: resume own state, train, summarise, compute public logits, upload."""
+def client_round(data: ClientData, broadcast: Message, cfg, strategy: Strategy,
+                 previous: dict[str, np.ndarray] | None, vocab_size: int, device) -> tuple[Message, dict | None]:
+    """One full client round: resume own state (``previous``: the client's model state after its
+    last round, None before its first), train, summarise, compute public logits, upload.
+    Returns the upload and the client's new state (None when the round trained nothing)."""
     r = int(broadcast.meta["round"])
     seed = int(cfg.seed)
-    model = build_model(cfg, vocab_size, len(data.classes), client_init_seed(cfg, data.index)).to(device)
-    if r > 0:
-        store.load(model, r - 1)
+    model = assemble_model(cfg, vocab_size, len(data.classes), data.index, device, state=previous)
     if broadcast.meta.get("task") == bn_stats.TASK:
-        return statistics_upload(model, data, broadcast, r, device)
+        return statistics_upload(model, data, broadcast, r, device), None
     generator = torch.Generator().manual_seed(stable_seed(seed, r, data.index, 2))
     with torch.random.fork_rng(devices=[]):  # dropout draws from the global generator: seed it, then restore
         torch.manual_seed(stable_seed(seed, r, data.index, 4))
@@ -217,7 +218,7 @@ def client_round(data: ClientData, broadcast: Message, cfg, strategy: Strategy, 
     if pub_idx is not None and strategy.rep_kd:
         arrays.update(rep_kd.public_representations(model, data.public_view(), pub_idx, device,
                                                     cfg.train.eval_batch_size))
-    store.save(model, r)
+    state = model_state(model)
     own = own_view(data.modality)
     val_labels = data.val.labels.numpy()   # [N] class ids, or [N, C] multi-hot
     # classes present in the validation split (multi-hot: the classes with a positive row)
@@ -229,4 +230,4 @@ def client_round(data: ClientData, broadcast: Message, cfg, strategy: Strategy, 
             "val_scores": {k: float(v) for k, v in scores.items()}, "n_val": len(data.val),
             "val_classes": val_classes, "train_loss": float(result.loss),
             "trained_groups": sorted(result.trained_groups), "modality": data.modality}
-    return maybe_attack(Message("upload", arrays, meta), broadcast, cfg, data)   # attack.*: off by default
+    return maybe_attack(Message("upload", arrays, meta), broadcast, cfg, data), state   # attack.*: off by default

@@ -46,11 +46,27 @@ class ServerState:
                    list(msg.meta.get("students", [])), published)
 
 
+AGG_CHUNK_BYTES = 32 << 20   # all clients' slices of one tensor gathered per aggregation call
+
+
+def _flat_slice(a, begin: int, end: int) -> np.ndarray:
+    """Elements ``[begin, end)`` of a flattened upload tensor: a numpy array, or one read from
+    disk on demand (anything with ``read(begin, end)``, e.g. fedmm.engines.disk_arrays.DiskArray)."""
+    if isinstance(a, np.ndarray):
+        return a.reshape(-1)[begin:end]
+    return a.read(begin, end)
+
+
 def global_update(shared: dict[str, np.ndarray], uploads: list[Message], weighting: str = "samples",
                   tau: float = 0.1, method: str = "mean", trim: float = 0.1, n_byzantine: int = 0,
                   weights: np.ndarray | None = None) -> dict:
     """Server step 1: per parameter group, combine the uploads of the clients that trained it
-    (``weights``: one per upload; default :func:`client_weights` of ``weighting``)."""
+    (``weights``: one per upload; default :func:`client_weights` of ``weighting``).
+
+    The rules are coordinate-wise, so each tensor is combined slice by slice
+    (:data:`AGG_CHUNK_BYTES` of all clients' values at a time): memory stays flat in the number
+    of clients when the uploads' tensors are read from disk. ``krum`` scores whole groups and
+    holds one group of every client while it does."""
     if weights is None:
         weights = client_weights(uploads, weighting, tau)
     groups: dict[str, list[str]] = {}
@@ -61,19 +77,22 @@ def global_update(shared: dict[str, np.ndarray], uploads: list[Message], weighti
         who = [i for i, u in enumerate(uploads) if all(f"shared/{n}" in u.arrays for n in names)]
         if not who:
             continue
-        flat = [np.concatenate([uploads[i].arrays[f"shared/{n}"].ravel() for n in names]) for i in who]
         w = weights[who]
         agg_method = method
         if method == "krum":
-            scores = krum_scores(flat, n_byzantine)
-            keep = np.argsort(scores)[: max(1, len(flat) - n_byzantine)]
-            flat, w, agg_method = [flat[i] for i in keep], w[keep], "mean"
-        out = aggregate(flat, weights=w, method=agg_method, trim=trim)
-        offset = 0
+            flat = [np.concatenate([np.asarray(uploads[i].arrays[f"shared/{n}"]).ravel() for n in names])
+                    for i in who]
+            keep = np.argsort(krum_scores(flat, n_byzantine))[: max(1, len(flat) - n_byzantine)]
+            del flat
+            who, w, agg_method = [who[i] for i in keep], w[keep], "mean"
+        step = max(1, AGG_CHUNK_BYTES // (4 * len(who)))
         for n in names:
-            size = shared[n].size
-            new[n] = out[offset:offset + size].reshape(shared[n].shape).astype(np.float32)
-            offset += size
+            out = np.empty(shared[n].size, np.float32)   # [P] this tensor, flat
+            for b in range(0, out.size, step):
+                e = min(out.size, b + step)
+                out[b:e] = aggregate([_flat_slice(uploads[i].arrays[f"shared/{n}"], b, e) for i in who],
+                                     weights=w, method=agg_method, trim=trim)
+            new[n] = out.reshape(shared[n].shape)
     return new
 
 

@@ -13,15 +13,16 @@ from transport_cases import final_state, max_abs_diff, metrics_rows, reference_r
 from typer.testing import CliRunner
 
 from fedmm.cli.app import app
-from fedmm.engines.clientside import ClientStateStore
+from fedmm.engines.store import ClientStateStore
 from fedmm.engines.files import link_simulation_root, read_uploads, server_context, shared_dir, uploads_dir
 from fedmm.engines.local import run_simulation
 from fedmm.engines.loop import screen
 from fedmm.engines.prepare import prepare_federation
-from fedmm.engines.transport import check_upload
+from fedmm.engines.wire import check_upload
 from fedmm.federated.messages import Message, MessageError
 from fedmm.federated.params import model_key
 from fedmm.io import load_arrays, read_json
+from fedmm.engines.wire import save_message
 
 runner = CliRunner()
 
@@ -163,7 +164,7 @@ def test_read_uploads_rejects_forged_and_malformed_uploads(client_root, tmp_path
     for name, breaks in breakages.items():
         msg = good(name)
         breaks(msg)
-        msg.save(folder / name)
+        save_message(msg, folder / name)
     replies, problems = read_uploads(folder, ctx.info.clients, 0)
     uploads, rejected = screen(replies, ctx.spec, 0, ctx.info.clients, n_logits)
     problems += rejected

@@ -25,12 +25,14 @@ from fedmm.engines.local import run_simulation
 from fedmm.engines.predict import load_predictor
 from fedmm.engines.predict_cases import predict_cases, single_case
 from fedmm.engines.prepare import prepare_federation
-from fedmm.federated.client import ClientStore, build_model, client_init_seed
+from fedmm.engines.store import ClientStore
+from fedmm.federated.client import build_model, client_init_seed
 from fedmm.federated.messages import Message
 from fedmm.federated.params import load_shared
 from fedmm.federated.server import ServerState
 from fedmm.federated.train import own_view, predict_rows, view_rows
 from fedmm.io import read_json
+from fedmm.engines.wire import load_message
 
 runner = CliRunner(env={"FEDMM_DEBUG": None})
 CLIENTS = {"client_0": "image_only", "client_1": "text_only", "client_2": "multimodal"}
@@ -63,7 +65,7 @@ def _engine_probs(run_dir: Path, fed, client: str, view: str) -> np.ndarray:
     """Softmax [N_test, C] of the client's model as the final evaluation assembles and runs it."""
     cfg = read_config(run_dir / "config.toml")
     rounds = int(cfg.fed.rounds)
-    state = ServerState.from_message(Message.load(run_dir / "checkpoints" / f"server_round_{rounds:04d}"))
+    state = ServerState.from_message(load_message(run_dir / "checkpoints" / f"server_round_{rounds:04d}"))
     index = [c.name for c in fed.clients].index(client)
     model = build_model(cfg, fed.vocab_size, len(fed.classes), client_init_seed(cfg, index))
     ClientStore(run_dir / "clients" / client).load(model, rounds - 1)
@@ -108,7 +110,7 @@ def _a_full_test_row(fed) -> tuple[int, object]:
 
 def test_single_files_image_report_or_both(ref, fed, tmp_path):
     rounds = int(read_config(ref / "config.toml").fed.rounds)
-    gv = ServerState.from_message(Message.load(ref / "checkpoints" / f"server_round_{rounds:04d}")).gv
+    gv = ServerState.from_message(load_message(ref / "checkpoints" / f"server_round_{rounds:04d}")).gv
     assert gv is not None and len(gv.pair_img) > 0   # surrogates are available to fill a missing modality
     k, rec = _a_full_test_row(fed)
     cases = {"image": ["--image", rec.image], "text": ["--report", rec.text],

@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import strategies as st
 from safetensors.numpy import save
 
-from fedmm.engines.transport import broadcast_spec, upload_spec
+from fedmm.engines.wire import broadcast_spec, upload_spec
 from fedmm.federated.messages import Message
 from fedmm.federated.train import VIEWS
 

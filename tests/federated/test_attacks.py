@@ -12,7 +12,7 @@ import pytest
 from fuzz_cases import CLIENTS, N_LOGITS, C, D, upload
 
 from fedmm.config import RunConfig, load_config, set_key
-from fedmm.engines.transport import check_upload, upload_spec
+from fedmm.engines.wire import check_upload, upload_spec
 from fedmm.federated import attacks
 from fedmm.federated.attacks import choose_attackers, maybe_attack, resolve_attackers
 from fedmm.federated.mechanisms import update_clipping
@@ -21,6 +21,7 @@ from fedmm.federated.messages import Message
 from fedmm.federated.server import ServerState, global_update, server_round
 from fedmm.federated.strategies import strategy_from_config
 from fedmm.models.head import SharedHead
+from fedmm.engines.wire import save_message
 
 BN = "image_encoder.features.1.running_var"
 SHARED = {"classifier.net.0.weight": (C, D), "classifier.net.0.bias": (C,), "fusion.i2t.wq": (16, 16), BN: (D,)}
@@ -57,7 +58,7 @@ def _same(a: Message, b: Message, keys) -> None:
 
 
 def _save_bytes(msg: Message, stem: Path) -> tuple[bytes, bytes]:
-    msg.save(stem)
+    save_message(msg, stem)
     return stem.with_suffix(".safetensors").read_bytes(), stem.with_suffix(".json").read_bytes()
 
 

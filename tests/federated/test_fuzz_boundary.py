@@ -1,5 +1,6 @@
 """Property-based fuzzing (hypothesis) of the trust boundary: the readers (``fedmm.io.load_arrays``,
-``read_json``, ``Message.load``) and the receivers' validators (``check_upload``, ``check_broadcast``,
+``read_json``, ``load_message``, and ``lazy_arrays`` / ``load_message(lazy=...)``, which the server
+uses: federated tensors read from the file on demand) and the receivers' validators (``check_upload``, ``check_broadcast``,
 ``order_uploads``) fed random bytes; safetensors files with a corrupted header length (2**60), wrong
 or unknown dtypes, huge shapes ([2**40, 2**40]) against the file size, truncation, junk; JSON with
 wrong types, 10**400 / 1e400 / NaN / Infinity, missing keys, a wrong kind; uploads from unknown or
@@ -8,6 +9,8 @@ shapes, extra or missing arrays. Property: valid input is accepted (an accepted 
 the server's weighting and aggregation, an accepted broadcast through a client's indexing), anything
 else raises ``MessageError`` naming the file or field: no other exception, no hang (deadline), no
 large allocation (tracemalloc peak). Last, a rejected upload leaves the published state byte-identical.
+Each CI run generates 2,100 uploads (files, indexes and whole uploads; ``FILES``, ``INDEXES``,
+``UPLOADS``) besides the broadcasts, JSON texts and client lists.
 """
 import json
 import tempfile
@@ -21,22 +24,27 @@ from fuzz_cases import (BSPEC, CLIENTS, JSON, LITERALS, N_LOGITS, N_PUBLIC, SHAR
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from fedmm.engines.transport import check_broadcast, check_upload, order_uploads
+from fedmm.engines.wire import check_broadcast, check_upload, order_uploads
 from fedmm.federated.mechanisms.contribution import client_weights
-from fedmm.federated.messages import MAX_INDEX_BYTES, Message, MessageError
+from fedmm.engines.wire import MAX_INDEX_BYTES
+from fedmm.federated.messages import Message, MessageError
 from fedmm.federated.server import global_update
 from fedmm.io import load_arrays, read_json
 from fedmm.models.surrogate import GlobalVectors
+from fedmm.engines.disk_arrays import lazy_arrays
+from fedmm.engines.wire import load_message, save_message
 
 HEALTH = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]   # files are rewritten every example
 FUZZ = settings(max_examples=150, deadline=500, database=None, suppress_health_check=HEALTH)
+# the generated uploads: files 400 + hostile indexes 500 + uploads 1200 = 2,100 per CI run
+FILES, INDEXES, UPLOADS = (settings(FUZZ, max_examples=n) for n in (400, 500, 1200))
 
 
 def check_named(exc: MessageError, *names: str) -> None:
     assert any(n in str(exc) for n in names), (str(exc), names)
 
 
-@FUZZ
+@FILES
 @given(st.binary(max_size=256).map(lambda b: (b, "random")) | hostile_safetensors())
 @example((b"", "random"))
 @example((st_file({"a": {"dtype": "I8", "shape": [2], "data_offsets": [0, 2]}}, 2**60), "huge header length"))
@@ -47,6 +55,7 @@ def test_load_arrays_accepts_genuine_and_refuses_malformed_files_cheaply(tmp_pat
     path = tmp_path / "x.safetensors"
     path.write_bytes(case[0])
     tracemalloc.start()
+    out = None
     try:
         out = load_arrays(path)
         assert isinstance(out, dict) and all(isinstance(a, np.ndarray) for a in out.values())
@@ -57,6 +66,13 @@ def test_load_arrays_accepts_genuine_and_refuses_malformed_files_cheaply(tmp_pat
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
     assert peak < (64 << 20 if case[1] in ("none", "random") else 1 << 20), peak
+    try:   # the server's reader (tensors read from the file on demand) agrees with the full load
+        lazy = lazy_arrays(path, "")
+    except MessageError as exc:
+        return check_named(exc, str(path))
+    if out is not None:
+        assert set(lazy) == set(out) and all(np.array_equal(np.asarray(lazy[k]), out[k], equal_nan=out[k].dtype.kind in "fc")
+                                             for k in out)
 
 
 @FUZZ
@@ -69,7 +85,7 @@ def test_read_json_only_raises_message_error(tmp_path, raw):
         check_named(exc, str(tmp_path / "x.json"))
     (tmp_path / "big.json").write_bytes(b" " * (MAX_INDEX_BYTES + 1))
     with pytest.raises(MessageError, match="big.json: larger than"):
-        Message.load(tmp_path / "big")
+        load_message(tmp_path / "big")
 
 
 def accept_or_name(msg: Message, untouched: bool, *names: str) -> None:
@@ -86,33 +102,33 @@ def accept_or_name(msg: Message, untouched: bool, *names: str) -> None:
     assert np.isfinite(weights).all() and all(np.isfinite(v).all() for v in new.values())
 
 
-@FUZZ
-@given(hostile_index())
-def test_message_load_and_check_upload_on_hostile_index(tmp_path, case):
-    upload().save(tmp_path / "up")
+@INDEXES
+@given(hostile_index(), st.booleans())
+def test_message_load_and_check_upload_on_hostile_index(tmp_path, case, lazy):
+    save_message(upload(), tmp_path / "up")
     (tmp_path / "up.json").write_text(case[0])
     try:
-        msg = Message.load(tmp_path / "up", "upload")
+        msg = load_message(tmp_path / "up", "upload", lazy="shared/" if lazy else None)
     except MessageError as exc:
         assert not case[1], exc
         return check_named(exc, str(tmp_path / "up"))
     accept_or_name(msg, case[1], "upload of")
 
 
-@FUZZ
-@given(hostile_upload(), st.booleans())
-@example((upload(val_score=10**400), "val_score"), False)
-@example((upload(train_loss=-10**400), "train_loss"), True)
-@example((upload(n_train=10**400), "n_train"), False)
-@example((upload(n_val=10**400), "n_val"), False)
+@UPLOADS
+@given(hostile_upload(), st.sampled_from(["memory", "disk", "disk, read on demand"]))
+@example((upload(val_score=10**400), "val_score"), "memory")
+@example((upload(train_loss=-10**400), "train_loss"), "disk")
+@example((upload(n_train=10**400), "n_train"), "memory")
+@example((upload(n_val=10**400), "n_val"), "memory")
 @example((Message("upload", {**upload().arrays, "shared/classifier.net.0.bias": np.ones(C, np.int64)},
-                  upload().meta), "shared/classifier.net.0.bias"), False)
-def test_check_upload_accepts_valid_or_names_the_problem(tmp_path, case, via_disk):
+                  upload().meta), "shared/classifier.net.0.bias"), "disk, read on demand")
+def test_check_upload_accepts_valid_or_names_the_problem(tmp_path, case, route):
     msg, key = case
-    if via_disk:   # through the files: Message.load's checks first (NaN, dtype tags, index)
-        msg.save(tmp_path / "up")
+    if route != "memory":   # through the files: load_message's checks first (NaN, dtype tags, index)
+        save_message(msg, tmp_path / "up")
         try:
-            msg = Message.load(tmp_path / "up", "upload")
+            msg = load_message(tmp_path / "up", "upload", lazy="shared/" if route.endswith("demand") else None)
         except MessageError as exc:
             return check_named(exc, str(tmp_path / "up"))
     modality = [key.split("/")[1].split("_")[0]] if key and key.startswith("summary/") else []
@@ -164,7 +180,7 @@ def server(tmp_path_factory):
         accepted = []
         for stem in stems:
             try:
-                msg = Message.load(stem, "upload")
+                msg = load_message(stem, "upload")
                 check_upload(msg, ctx.spec, 0, CLIENTS, n_logits)
             except MessageError:
                 continue
@@ -178,7 +194,7 @@ def server(tmp_path_factory):
 
     good = [base / "good" / name for name in CLIENTS[:2]]
     for k, stem in enumerate(good):
-        make(stem.name, k).save(stem)
+        save_message(make(stem.name, k), stem)
     return make, run_round, good, run_round(good), base
 
 
@@ -197,7 +213,7 @@ def test_rejected_upload_leaves_global_state_byte_identical(server, data):
     elif how == "duplicate":   # a second upload claiming client_0, arriving after the genuine one
         bad.meta["client"] = "client_0"
     stem = base / "bad" / f"{how}_{data.draw(st.integers(0, 10**6))}"
-    bad.save(stem)
+    save_message(bad, stem)
     if how == "cut":
         raw = stem.with_suffix(".safetensors").read_bytes()
         stem.with_suffix(".safetensors").write_bytes(raw[:data.draw(st.integers(0, len(raw) - 1))])

@@ -3,7 +3,9 @@ import json
 import numpy as np
 import pytest
 
-from fedmm.federated.messages import Message, MessageError, check_arrays
+from fedmm.engines.wire import check_arrays
+from fedmm.federated.messages import Message, MessageError
+from fedmm.engines.wire import load_message, save_message
 
 
 def _msg(rng):
@@ -15,8 +17,8 @@ def _msg(rng):
 def test_round_trip_preserves_arrays_and_meta(tmp_path):
     rng = np.random.default_rng(0)
     msg = _msg(rng)
-    msg.save(tmp_path / "up")
-    back = Message.load(tmp_path / "up", kind="upload")
+    save_message(msg, tmp_path / "up")
+    back = load_message(tmp_path / "up", kind="upload")
     assert back.meta == msg.meta
     assert set(back.arrays) == set(msg.arrays)
     for k in msg.arrays:
@@ -26,32 +28,32 @@ def test_round_trip_preserves_arrays_and_meta(tmp_path):
 
 
 def test_wrong_kind_and_missing_files_are_clear_errors(tmp_path):
-    _msg(np.random.default_rng(1)).save(tmp_path / "up")
+    save_message(_msg(np.random.default_rng(1)), tmp_path / "up")
     with pytest.raises(MessageError, match="expected a 'broadcast'"):
-        Message.load(tmp_path / "up", kind="broadcast")
+        load_message(tmp_path / "up", kind="broadcast")
     with pytest.raises(MessageError, match="missing"):
-        Message.load(tmp_path / "nothing")
+        load_message(tmp_path / "nothing")
 
 
 def test_index_mismatch_and_nan_are_rejected(tmp_path):
     msg = _msg(np.random.default_rng(2))
-    msg.save(tmp_path / "up")
+    save_message(msg, tmp_path / "up")
     header = json.loads((tmp_path / "up.json").read_text())
     header["arrays"]["shared/w"] = [[4, 3], "float32"]
     (tmp_path / "up.json").write_text(json.dumps(header))
     with pytest.raises(MessageError, match="index says"):
-        Message.load(tmp_path / "up")
+        load_message(tmp_path / "up")
     msg.arrays["shared/w"][1, 2] = np.nan
-    msg.save(tmp_path / "bad")
+    save_message(msg, tmp_path / "bad")
     with pytest.raises(MessageError, match="NaN"):
-        Message.load(tmp_path / "bad")
+        load_message(tmp_path / "bad")
 
 
 def test_corrupt_safetensors_is_a_message_error(tmp_path):
-    _msg(np.random.default_rng(3)).save(tmp_path / "up")
+    save_message(_msg(np.random.default_rng(3)), tmp_path / "up")
     (tmp_path / "up.safetensors").write_bytes(b"\x00garbage")
     with pytest.raises(MessageError, match="unreadable"):
-        Message.load(tmp_path / "up")
+        load_message(tmp_path / "up")
 
 
 def test_check_arrays_validates_names_shapes_dtypes():

@@ -19,6 +19,7 @@ from fedmm.federated.messages import Message
 from fedmm.federated.privacy import gaussian_epsilon, privacy_report
 from fedmm.federated.server import ServerState, global_update, server_round
 from fedmm.federated.strategies import base_strategy, strategy_from_config
+from fedmm.engines.wire import load_message
 
 HEAD = SimpleNamespace(classifier=SimpleNamespace(net=[SimpleNamespace(out_features=3)]))   # n_classes only
 
@@ -226,7 +227,7 @@ def test_smoke_federation_with_client_dp(tmp_path):
     assert all(r["weight"] == pytest.approx(1 / cfg.data.n_clients) for r in clients)
     assert all(r["n_prototypes"] == 0 for r in rows if r["client"] == "global")
     assert "bn_stats" not in json.loads((run / "checkpoints" / "latest.json").read_text())
-    state = ServerState.from_message(Message.load(run / "checkpoints" / "server_round_0002", "broadcast"))
+    state = ServerState.from_message(load_message(run / "checkpoints" / "server_round_0002", "broadcast"))
     assert state.gv is None and all(np.isfinite(v).all() for v in state.shared.values())
     assert all((v >= 0).all() for k, v in state.shared.items() if k.endswith("running_var"))
     report = privacy_report(cfg)

@@ -2,6 +2,8 @@
 
 Every behaviour is checked on both backends (``cpp`` is skipped only when fedmm._C cannot
 be imported); the references below are written independently of fedmm's numpy backend.
+One module over 300 lines on purpose: the references and the cases that use them are read
+together.
 """
 from __future__ import annotations
 

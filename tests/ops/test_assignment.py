@@ -4,6 +4,7 @@ Sections: (1) >= 10,000 seeded random instances, (2) the cases of scipy's own te
 (scipy/optimize/tests/test_linear_assignment.py and the shared cases in
 scipy/sparse/csgraph/tests/test_matching.py, scipy 1.17), (3) layouts, dtypes and batch,
 (4) backend dispatch. C++ tests are skipped only when fedmm._C cannot be imported.
+Over 300 lines on purpose: most of it is scipy's own cases, copied as data.
 """
 from __future__ import annotations
 

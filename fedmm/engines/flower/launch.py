@@ -21,7 +21,7 @@ from fedmm.deploy.nodes import HospitalNode
 from fedmm.deploy.pids import terminate_with_parent
 from fedmm.deploy.processes import (ManagedProcess, flower_env, flwr_run_argv, free_port, superlink_argv,
                                     wait_for_port, write_flwr_config)
-from fedmm.engines.clientside import ClientStateStore
+from fedmm.engines.store import ClientStateStore
 from fedmm.engines.files import link_simulation_root, publish_static, shared_dir
 from fedmm.engines.flower import STATUS_FILE
 from fedmm.engines.transport import TransportError

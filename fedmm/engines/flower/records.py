@@ -9,8 +9,8 @@ metadata is JSON text there too, and the client's scores also go in a
 of a few hundred tensors would cost over a thousand requests per client and round;
 packed it is a handful of 5 MB chunks. Decoding checks the index against the
 buffer (known dtypes, sizes that add up, no overlap); the receiver then validates
-what it decodes (:func:`fedmm.engines.transport.check_upload`,
-:func:`~fedmm.engines.transport.check_broadcast`).
+what it decodes (:func:`fedmm.engines.wire.check_upload`,
+:func:`~fedmm.engines.wire.check_broadcast`).
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import math
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
+from fedmm.engines.wire import check_finite
 from fedmm.federated.messages import Message, MessageError
 
 ARRAYS, META, METRICS = "fedmm.arrays", "fedmm.meta", "fedmm.metrics"
@@ -96,6 +97,6 @@ def from_records(content: RecordDict, kind: str) -> tuple[Message, dict]:
     if meta_rec.get("kind") != kind or not isinstance(meta, dict):
         raise MessageError(f"Flower message: expected a {kind!r} message, got {meta_rec.get('kind')!r}")
     msg = Message(kind, unpack_arrays(buf, index, where), meta)
-    msg.check_finite(where)
+    check_finite(msg, where)
     extra = {k: v for k, v in meta_rec.items() if k not in ("kind", "meta", INDEX)}
     return msg, extra
