@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
@@ -46,11 +46,9 @@ setup(
     version="0.1.0",
     description="Federated multimodal (image+text) learning with missing modalities",
     python_requires=">=3.11",
-    packages=[
-        "fedmm", "fedmm.data", "fedmm.models", "fedmm.ops", "fedmm.ops.aggregation", "fedmm.ops.assignment",
-        "fedmm.ops.attention", "fedmm.ops.clustering", "fedmm.federated", "fedmm.federated.mechanisms",
-        "fedmm.engines", "fedmm.engines.flower", "fedmm.deploy", "fedmm.kernels", "fedmm.cli",
-    ],
+    # every package under fedmm/ (found, not listed: a new one cannot be left out of a wheel), plus the
+    # two installed from top-level folders
+    packages=[*find_packages(include=["fedmm", "fedmm.*"]), "fedmm.kernels", "fedmm.cli"],
     package_data={"fedmm.engines.flower": ["app/pyproject.toml"]},
     package_dir={"fedmm": "fedmm", "fedmm.kernels": "kernels", "fedmm.cli": "cli"},
     ext_modules=ext_modules,
