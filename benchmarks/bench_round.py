@@ -14,7 +14,8 @@ client process, CPU), its data prepared once, then each path in a child process 
   local2    the same with the default ``workers=0`` (one process per core: 2 here)
   files     the file exchange (safetensors + JSON through a CLIENT_ROOT), clients in turn
   flower    SuperLink + 4 SuperNodes on 127.0.0.1 with TLS, each with its long-lived ClientApp
-            process (``--isolation process``), ``flwr run``: clients side by side
+            process (``--isolation process``), ``flwr run``: ``workers=0``, so the ServerApp keeps
+            as many TRAIN messages out as there are cores (2 here), the slowest clients first
   flower-stock  the same with Flower's own ``subprocess`` isolation (a new ClientApp process per message)
 
 Seconds per round: the differences of the rounds' end times (``wall_s`` in metrics.jsonl,
@@ -45,7 +46,7 @@ ALL_PATHS = PATHS + ("flower-stock",)
 def config(args, path: str):
     from fedmm.config import load_config
 
-    workers = {"bare2": 2, "local2": 0}.get(path, 1)
+    workers = {"bare2": 2, "local2": 0, "flower": 0, "flower-stock": 0}.get(path, 1)   # flower: in flight = cores
     return load_config(None, [f"cache={args.out / 'cache'}", f"out={args.out / 'runs'}", f"name={path}",
                               f"data.n_clients={args.clients}", "data.n_image_only=1", "data.n_text_only=1",
                               f"fed.rounds={args.rounds}", "threads=1", "device=cpu", "tracking=none",

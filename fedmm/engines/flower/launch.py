@@ -22,10 +22,18 @@ from fedmm.deploy.pids import terminate_with_parent
 from fedmm.deploy.processes import (ManagedProcess, flower_env, flwr_run_argv, free_port, superlink_argv,
                                     wait_for_port, write_flwr_config)
 from fedmm.engines.store import ClientStateStore
+from fedmm.engines.workers import available_cores
 from fedmm.engines.files import link_simulation_root, publish_static, shared_dir
 from fedmm.engines.flower import STATUS_FILE
 from fedmm.engines.transport import TransportError
 from fedmm.io import read_json
+
+
+# Busy poll of a simulation's SuperNodes and ClientApps (s). Every poll costs the SuperLink and the
+# SuperNode CPU that the clients' training shares on one machine: 0.25 s / 0.2 s cost 1.5-2 s per
+# round more than 0.5 s / 0.5 s with 4 SuperNodes on 2 cores (benchmarks/README.md, round time).
+SIM_NODE_POLL_S = 0.5
+SIM_APP_POLL_S = 0.5
 
 
 class FlowerRunFailed(TransportError):
@@ -37,7 +45,7 @@ class LocalFlowerFederation:
 
     ``isolation``: ``process`` (each SuperNode with its long-lived ClientApp process) or
     ``subprocess`` (Flower's new process per message). ``node_poll``: seconds between the
-    SuperNodes' requests for messages while busy (default: 0.25 s for up to 5 nodes, 0.05 s per
+    SuperNodes' requests for messages while busy (default: 0.5 s for up to 10 nodes, 0.05 s per
     node beyond that, Flower's 3 s from 60 nodes on; 3 or more: the stock ``flower-supernode``).
     Every process gets SIGTERM if the thread that started them ends."""
 
@@ -47,7 +55,7 @@ class LocalFlowerFederation:
         self.work, self.client_dirs, self.shared = Path(work_dir), dict(client_dirs), Path(shared)
         self.insecure, self.device, self.threads, self.reporter = insecure, device, threads, reporter
         self.isolation = isolation
-        self.node_poll = node_poll if node_poll is not None else min(3.0, max(0.25, 0.05 * len(self.client_dirs)))
+        self.node_poll = node_poll if node_poll is not None else min(3.0, max(SIM_NODE_POLL_S, 0.05 * len(self.client_dirs)))
         self.superlink: ManagedProcess | None = None
         self.supernodes: dict[str, HospitalNode] = {}
         self.env = flower_env(FLWR_HOME=str(self.work / "flwr_home"))
@@ -71,6 +79,7 @@ class LocalFlowerFederation:
         for name, client_dir in self.client_dirs.items():
             self.supernodes[name] = HospitalNode(
                 name, free_port(), logs, self.work, self.env, self.isolation, node_poll=self.node_poll,
+                poll=SIM_APP_POLL_S,
                 superlink=self.address, client_dir=client_dir, ca=ca, insecure=self.insecure, shared_dir=self.shared,
                 device=self.device, threads=self.threads)
         write_flwr_config(self.work / "flwr_home", self.address, ca, self.insecure)
@@ -79,12 +88,14 @@ class LocalFlowerFederation:
         return self
 
     def run_app(self, server_dir: Path, resume: bool, timeout: float, round_timeout: float = 600.0,
-                node_wait: float = 120.0) -> dict:
-        """Submit the app and wait (at most ``timeout`` s); returns the ServerApp's status record."""
+                node_wait: float = 120.0, in_flight: int = 0) -> dict:
+        """Submit the app and wait (at most ``timeout`` s); returns the ServerApp's status record.
+        ``in_flight``: TRAIN messages out at once (0 = all; server_app.py)."""
         status_path = Path(server_dir) / STATUS_FILE
         status_path.unlink(missing_ok=True)
         argv = flwr_run_argv({"server-dir": os.path.abspath(server_dir), "resume": bool(resume),
-                              "round-timeout": float(round_timeout), "node-wait": float(node_wait)})
+                              "round-timeout": float(round_timeout), "node-wait": float(node_wait),
+                              "in-flight": int(in_flight)})
         log_path = self.work / "logs" / "flwr_run.log"
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=self.env, start_new_session=True, text=True, errors="replace",
@@ -135,11 +146,19 @@ class LocalFlowerFederation:
         self.stop()
 
 
+def simulation_in_flight(workers: int, n_clients: int) -> int:
+    """Clients training at once in a simulation on this machine: ``workers`` (0 = one per core),
+    as for the in-process engine; every client at once when that is not fewer."""
+    n = available_cores() if workers <= 0 else int(workers)
+    return 0 if n >= n_clients else n
+
+
 def run_flower_simulation(ctx, fed, resume: bool, timeout: float, round_timeout: float = 600.0,
                           insecure: bool = False, isolation: str = "process") -> dict[str, ClientStateStore]:
     """Run ``ctx``'s rounds over real Flower processes; returns where each client's state lives.
     ``isolation``: ``process`` (long-lived ClientApp processes, fast SuperNode poll) or
     ``subprocess`` (Flower's own: a new ClientApp process per message, stock SuperNodes).
+    As many clients train at once as ``workers`` says (0 = one per core; :func:`simulation_in_flight`).
 
     The run directory gets a CLIENT_ROOT (``client_root/``, linked to the prepared data)
     whose client folders the SuperNodes are told with ``--node-config``; the
@@ -157,5 +176,6 @@ def run_flower_simulation(ctx, fed, resume: bool, timeout: float, round_timeout:
     with LocalFlowerFederation(ctx.run_dir / "flower", clients, shared_dir(root), insecure=insecure,
                                device=None, threads=cfg.threads or None, reporter=ctx.reporter, isolation=isolation,
                                node_poll=3.0 if stock else None) as flower:
-        flower.run_app(ctx.run_dir, resume, max(1.0, timeout - (time.time() - started)), round_timeout)
+        flower.run_app(ctx.run_dir, resume, max(1.0, timeout - (time.time() - started)), round_timeout,
+                       in_flight=simulation_in_flight(cfg.workers, len(clients)))
     return {name: ClientStateStore(path / "state") for name, path in clients.items()}

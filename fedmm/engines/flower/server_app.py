@@ -6,7 +6,10 @@ the server folder holding ``config.toml`` and ``federation.json``, as
 ``resume`` (continue from its latest checkpoint), ``round-timeout`` (seconds to
 wait for the clients' replies each round; a node that has not answered by then
 is left out of the round) and ``node-wait`` (seconds to wait, at the start of a
-round, for every client's SuperNode to be connected).
+round, for every client's SuperNode to be connected), ``in-flight`` (at most
+that many TRAIN messages out at once, the slowest nodes of the last round first;
+0, the default, sends every message at once: what a federation of separate sites
+wants; a simulation on one machine sets its number of cores).
 
 Flower's own ``Strategy.start`` is a second round loop (train + evaluate per
 round); fedmm keeps one loop and uses the Grid directly as its transport: the
@@ -66,9 +69,12 @@ class LogReporter:
 class FlowerTransport:
     """One round = one Flower TRAIN message per connected SuperNode; the replies decoded."""
 
-    def __init__(self, grid: Grid, ctx: ServerContext, round_timeout: float, node_wait: float) -> None:
+    def __init__(self, grid: Grid, ctx: ServerContext, round_timeout: float, node_wait: float,
+                 in_flight: int = 0) -> None:
         self.grid, self.ctx = grid, ctx
         self.round_timeout, self.node_wait = float(round_timeout), float(node_wait)
+        self.in_flight = max(0, int(in_flight))   # 0 = every message at once
+        self.took: dict[int, float] = {}   # node -> seconds its last message took (to send the slowest first)
         self.stores: dict = {}   # client state stays on the SuperNodes' machines
         self.last_ok_nodes: list[int] | None = None   # nodes that answered the last round
         self.extra = {"config": to_toml(ctx.cfg), "federation": json.dumps(asdict(ctx.info))}
@@ -90,9 +96,13 @@ class FlowerTransport:
             raise RoundFailed(f"round {round_idx + 1}: only {len(nodes)} SuperNodes connected after "
                               f"{self.node_wait:.0f} s, fewer than min_clients = {need}")
         content = to_records(broadcast, self.extra)
+        order = sorted(nodes, key=lambda n: -self.took.get(n, float("inf")))   # unknown first, then slowest
         out = [FlowerMessage(content, dst_node_id=n, message_type=message_type, group_id=str(round_idx + 1))
-               for n in nodes]
-        replies = send_and_receive(self.grid, out, self.round_timeout)
+               for n in order]
+        took: dict[int, float] = {}
+        replies = send_and_receive(self.grid, out, self.round_timeout, in_flight=self.in_flight, took=took)
+        if message_type == MessageType.TRAIN:
+            self.took.update(took)
         answered = {rep.metadata.src_node_id for rep in replies}
         problems = [f"node {n}: no reply within {self.round_timeout:.0f} s" for n in nodes if n not in answered]
         ok = []
@@ -150,7 +160,8 @@ def main(grid: Grid, context: Context) -> None:
     ctx = ServerContext(cfg, info, server_dir, LogReporter())
     if ctx.cfg.threads > 0:
         torch.set_num_threads(ctx.cfg.threads)
-    transport = FlowerTransport(grid, ctx, float(rc["round-timeout"]), float(rc["node-wait"]))
+    transport = FlowerTransport(grid, ctx, float(rc["round-timeout"]), float(rc["node-wait"]),
+                                int(rc.get("in-flight", 0)))
     try:
         state = run_rounds(ctx, transport, resume=bool(rc["resume"]))
         transport.finish(state)
