@@ -5,6 +5,8 @@
 #   bash scripts/benchmark.sh ablations  fedmm with one mechanism switched off, 3 seeds each
 #   bash scripts/benchmark.sh shift      label skew (Dirichlet 0.3) and a federation with more uni-modal sites
 #   bash scripts/benchmark.sh complementarity   centralized on images only / reports only
+#   bash scripts/benchmark.sh attacks    3 of 30 clients hostile, each attack kind, plain vs robust settings
+#   bash scripts/benchmark.sh dp         client-level DP at three noise levels (epsilon in summary.json)
 #   bash scripts/benchmark.sh covid      the real covid-cxr-notes set by site (COVID_DATA=folder)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,9 +41,29 @@ case "$what" in
       -c "data.dataset=$data" -c data.partition=site -c data.public_size=40 -c fed.n_centers=4 \
       -c fed.local_centers=2 -c fed.min_cluster_size=2 -c train.kd_public_per_round=20
     ;;
+  attacks)
+    # 3 of 30 clients hostile, each attack kind, with plain mean + performance weighting and with the
+    # robust settings (ROBUST, overridable: a candidate until the table says otherwise); clean runs
+    # of both settings are the references
+    ROBUST=${ROBUST:-"-c fed.aggregation=trimmed_mean -c fed.clip_quantile=0.5"}
+    $FEDMM sweep --strategies fedmm --seeds "$SEEDS" --out runs/attack-clean-plain -c fed.aggregation=mean
+    $FEDMM sweep --strategies fedmm --seeds "$SEEDS" --out runs/attack-clean-robust $ROBUST
+    for kind in signflip scale noise claims logits centroids; do
+      $FEDMM sweep --strategies fedmm --seeds "$SEEDS" --out "runs/attack-$kind-plain" \
+        -c attack.kind=$kind -c attack.n=3 -c fed.aggregation=mean
+      $FEDMM sweep --strategies fedmm --seeds "$SEEDS" --out "runs/attack-$kind-robust" \
+        -c attack.kind=$kind -c attack.n=3 $ROBUST
+    done
+    ;;
+  dp)
+    # client-level DP-FedAvg (fed.dp=client) at three noise multipliers; epsilon at delta 1e-5 in summary.json
+    for z in 0.5 1.0 2.0; do
+      $FEDMM sweep --strategies fedmm --seeds "$SEEDS" --out "runs/dp-z$z" -c fed.dp=client -c fed.dp_noise_multiplier=$z
+    done
+    ;;
   complementarity)
     $FEDMM sweep --strategies centralized --seeds "$SEEDS" --out runs/bench-image-only -c data.modalities=image
     $FEDMM sweep --strategies centralized --seeds "$SEEDS" --out runs/bench-text-only -c data.modalities=text
     ;;
-  *) echo "usage: $0 [main|ablations|shift|covid|complementarity]" >&2; exit 2 ;;
+  *) echo "usage: $0 [main|ablations|shift|covid|complementarity|attacks|dp]" >&2; exit 2 ;;
 esac
