@@ -16,13 +16,15 @@ import threading
 import time
 from pathlib import Path
 
+import torch
+
 from fedmm.deploy.certs import make_certs
 from fedmm.deploy.nodes import HospitalNode
 from fedmm.deploy.pids import terminate_with_parent
 from fedmm.deploy.processes import (ManagedProcess, flower_env, flwr_run_argv, free_port, superlink_argv,
                                     wait_for_port, write_flwr_config)
 from fedmm.engines.store import ClientStateStore
-from fedmm.engines.workers import available_cores
+from fedmm.engines.workers import plan_workers
 from fedmm.engines.files import link_simulation_root, publish_static, shared_dir
 from fedmm.engines.flower import STATUS_FILE
 from fedmm.engines.transport import TransportError
@@ -30,8 +32,8 @@ from fedmm.io import read_json
 
 
 # Busy poll of a simulation's SuperNodes and ClientApps (s). Every poll costs the SuperLink and the
-# SuperNode CPU that the clients' training shares on one machine: 0.25 s / 0.2 s cost 1.5-2 s per
-# round more than 0.5 s / 0.5 s with 4 SuperNodes on 2 cores (benchmarks/README.md, round time).
+# SuperNodes CPU that the clients' training shares on one machine: with 0.25 s / 0.2 s they used
+# 42 CPU s in a 4-client, 3-round run, with 0.5 s / 0.5 s 28-31 (benchmarks/README.md, round time).
 SIM_NODE_POLL_S = 0.5
 SIM_APP_POLL_S = 0.5
 
@@ -147,9 +149,10 @@ class LocalFlowerFederation:
 
 
 def simulation_in_flight(workers: int, n_clients: int) -> int:
-    """Clients training at once in a simulation on this machine: ``workers`` (0 = one per core),
-    as for the in-process engine; every client at once when that is not fewer."""
-    n = available_cores() if workers <= 0 else int(workers)
+    """Clients training at once in a simulation on this machine: the in-process engine's number of
+    CPU worker processes for ``workers`` (:func:`plan_workers`); 0 (every client at once) when that
+    is all of them."""
+    n, _ = plan_workers(workers, 1, torch.device("cpu"), n_clients)
     return 0 if n >= n_clients else n
 
 
