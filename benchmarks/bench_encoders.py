@@ -11,6 +11,7 @@ warm-up, all measured in one run so the ratios are comparable on a shared machin
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -28,7 +29,7 @@ def median_ms(step, repeat: int) -> float:
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
-    return 1000 * sorted(times)[repeat // 2]
+    return 1000 * statistics.median(times)
 
 
 class Contiguous(nn.Module):
