@@ -1,7 +1,10 @@
 """Final evaluation on the global test set: per client, per modality view, per client type."""
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
+import torch
 
 from fedmm.data.modality import SCENARIOS
 from fedmm.engines.workers import WorkerPool
@@ -20,21 +23,42 @@ def deployed_model(cfg, vocab_size: int, n_classes: int, data_index: int, store:
                           shared=shared, shared_prefix="")
 
 
-def client_test_metrics(data_index: int, modality: str, cfg, strategy, fed_facts: tuple, shared: dict | None,
-                        gv, store: ClientStore, test, device, val=None) -> dict:
-    """Test metrics of one client's deployed model on the views its modalities allow."""
-    vocab_size, classes, multilabel = fed_facts
+def model_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of a model's state dict (names, dtypes, shapes, bytes): equal digests, equal predictions
+    in eval mode. BatchNorm's ``num_batches_tracked`` is left out: an eval-mode forward never reads it
+    (a report-only site's never-run image encoder differs from the others' only there)."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        if name.endswith("num_batches_tracked"):
+            continue
+        a = t.detach().cpu().contiguous()
+        h.update(f"{name}|{a.dtype}|{tuple(a.shape)}|".encode())
+        h.update(a.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def client_validation(data_index: int, modality: str, cfg, strategy, fed_facts: tuple, shared: dict | None,
+                      gv, store: ClientStore, device, val=None) -> dict:
+    """A client's deployed model: its digest and its predictions on its own validation rows."""
+    vocab_size, classes, _ = fed_facts
     model = deployed_model(cfg, vocab_size, len(classes), data_index, store, shared, device)
     views = SCENARIOS if strategy.pools_data else client_views(modality)
-    logits = predict(model, test, device, gv, views, cfg.train.eval_batch_size)
-    labels = test.labels.numpy()
-    out = {"modality": modality,
-           **{v: classification_metrics(logits[v], labels[view_rows(test, v)], classes, multilabel)
-              for v in views if len(logits[v])}}
+    out = {"digest": model_digest(model)}
     if val is not None and len(val):  # the client's own validation rows, for model selection
         vlog = predict(model, val, device, gv, views, cfg.train.eval_batch_size)
         out["val"] = {v: (vlog[v], val.labels.numpy()[view_rows(val, v)]) for v in views if len(vlog[v])}
     return out
+
+
+def model_test_metrics(data_index: int, views: tuple, cfg, fed_facts: tuple, shared: dict | None,
+                       gv, store: ClientStore, test, device) -> dict:
+    """Test metrics per view of one client's deployed model (on behalf of every client with the same digest)."""
+    vocab_size, classes, multilabel = fed_facts
+    model = deployed_model(cfg, vocab_size, len(classes), data_index, store, shared, device)
+    logits = predict(model, test, device, gv, views, cfg.train.eval_batch_size)
+    labels = test.labels.numpy()
+    return {v: classification_metrics(logits[v], labels[view_rows(test, v)], classes, multilabel)
+            for v in views if len(logits[v])}
 
 
 def evaluate_federation(fed, cfg, strategy, state, stores: dict[str, ClientStore], device,
@@ -43,14 +67,32 @@ def evaluate_federation(fed, cfg, strategy, state, stores: dict[str, ClientStore
 
     ``test[scenario]`` averages the clients able to run that scenario; ``client_types``
     averages each client type on its own modalities. The centralized baseline has one
-    model, evaluated on each view. ``pool`` evaluates clients side by side.
+    model, evaluated on each view. ``pool`` evaluates clients side by side. Clients whose
+    deployed models are identical (same state-dict digest: e.g. every client once all
+    tensors are federated) are scored on the test set once, on the union of their views.
     """
+    pool = pool or WorkerPool(1, 0)
     facts = (fed.vocab_size, list(fed.classes), fed.multilabel)
     shared = state.shared if strategy.share else None
     gv = state.gv if strategy.prototypes else None
-    jobs = [(data.index, data.modality, cfg, strategy, facts, shared, gv, stores[data.name], fed.test, device,
-             data.val) for data in fed.clients]
-    done = dict((pool or WorkerPool(1, 0)).run(client_test_metrics, jobs))
+    views_of = {d.index: SCENARIOS if strategy.pools_data else client_views(d.modality) for d in fed.clients}
+    jobs = [(data.index, data.modality, cfg, strategy, facts, shared, gv, stores[data.name], device, data.val)
+            for data in fed.clients]
+    checked = dict(pool.run(client_validation, jobs))                  # job position -> digest, val
+    groups: dict[str, list[int]] = {}
+    for i in sorted(checked):
+        groups.setdefault(checked[i]["digest"], []).append(i)
+    members = list(groups.values())
+    test_jobs = [(fed.clients[g[0]].index, tuple(v for v in SCENARIOS if any(v in views_of[fed.clients[i].index]
+                                                                            for i in g)),
+                  cfg, facts, shared, gv, stores[fed.clients[g[0]].name], fed.test, device) for g in members]
+    scored = dict(pool.run(model_test_metrics, test_jobs))             # group position -> view metrics
+    done = {}
+    for gi, g in enumerate(members):
+        for i in g:
+            c = fed.clients[i]
+            done[i] = {"modality": c.modality, **{v: m for v, m in scored[gi].items() if v in views_of[c.index]},
+                       **({"val": checked[i]["val"]} if "val" in checked[i] else {})}
     per_client = {fed.clients[i].name: done[i] for i in sorted(done)}
     val = pooled_validation([m.pop("val", {}) for m in per_client.values()], facts[1], facts[2])
     test = {s: mean_metrics([m[s] for m in per_client.values() if s in m]) for s in SCENARIOS}

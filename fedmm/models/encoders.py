@@ -13,6 +13,8 @@ import torch.nn as nn
 import torchvision
 from transformers import BertConfig, BertModel
 
+from fedmm.models.depthwise import use_small_map_depthwise
+
 BN_MOMENTUM = 0.1
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 TEXT_SIZES = {"tiny": dict(num_hidden_layers=2, hidden_size=128, num_attention_heads=2, intermediate_size=512),
@@ -22,7 +24,8 @@ TEXT_SIZES = {"tiny": dict(num_hidden_layers=2, hidden_size=128, num_attention_h
 class ImageEncoder(nn.Module):
     """MobileNetV3 feature extractor on grayscale uint8 images."""
 
-    def __init__(self, arch: str = "small", weights_file: str | Path | None = None) -> None:
+    def __init__(self, arch: str = "small", weights_file: str | Path | None = None,
+                 fast_depthwise: bool = True) -> None:
         super().__init__()
         if arch not in ("small", "large"):
             raise ValueError(f"image encoder arch must be 'small' or 'large', got {arch!r}")
@@ -40,6 +43,8 @@ class ImageEncoder(nn.Module):
         for m in net.features.modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.momentum = BN_MOMENTUM
+        if fast_depthwise:   # the small-map depthwise weight gradient (fedmm/models/depthwise.py)
+            use_small_map_depthwise(net.features)
         # channels_last runs MobileNet's depthwise convolutions markedly faster on CPU
         self.features = net.features.to(memory_format=torch.channels_last)
         self.out_dim = net.features[-1].out_channels
