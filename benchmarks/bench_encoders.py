@@ -7,8 +7,10 @@ Forward + backward of the image encoder (MobileNetV3-small on 64x64 grayscale, a
 builds it: channels_last with the small-map depthwise weight gradient of
 ``fedmm/models/depthwise.py``; beside it the same network with the library's depthwise
 gradient, ``ImageEncoder(fast_depthwise=False)``, and that one in the contiguous layout) and of the
-text encoder (BERT-tiny at ``--length`` tokens), random init, median of ``--repeat`` steps after
-warm-up, all measured in one run so the ratios are comparable on a shared machine.
+text encoder (BERT-tiny at ``--length`` tokens), and one AdamW step over the whole client
+model (fused, as ``make_optimizer`` builds it, against torch's for-loop AdamW); random init,
+median of ``--repeat`` steps after warm-up, all measured in one run so the ratios are
+comparable on a shared machine.
 """
 from __future__ import annotations
 
@@ -19,7 +21,10 @@ import time
 import torch
 import torch.nn as nn
 
+from fedmm.config import TrainConfig
+from fedmm.federated.train import make_optimizer
 from fedmm.models.encoders import ImageEncoder, TextEncoder
+from fedmm.models.model import FedMMModel, ModelConfig
 
 
 def median_ms(step, repeat: int) -> float:
@@ -49,13 +54,13 @@ class Contiguous(nn.Module):
 
 
 def main() -> None:
-    """Print one line of step times per repeat of the four measurements."""
+    """Print one line of step times per repeat of the five measurements."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--length", type=int, default=48)
     ap.add_argument("--vocab", type=int, default=4000)
     ap.add_argument("--repeat", type=int, default=12)
-    ap.add_argument("--rounds", type=int, default=2, help="times the four measurements are repeated")
+    ap.add_argument("--rounds", type=int, default=2, help="times the five measurements are repeated")
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -65,14 +70,22 @@ def main() -> None:
     image_fast, image_cl = ImageEncoder(), ImageEncoder(fast_depthwise=False)
     image_nchw = Contiguous(ImageEncoder(fast_depthwise=False))
     text = TextEncoder(vocab_size=args.vocab, max_len=args.length)
+    model = FedMMModel(ModelConfig(), args.vocab, 8, args.length)                  # the whole client model
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.grad = torch.randn_like(p) * 1e-3
+    adamw_fused = make_optimizer(model, TrainConfig(), "cpu")
+    adamw_loop = torch.optim.AdamW(params, lr=1e-6, foreach=False, fused=False)
     for _ in range(args.rounds):
         fast = median_ms(lambda: image_fast(images).sum().backward(), args.repeat)
         cl = median_ms(lambda: image_cl(images).sum().backward(), args.repeat)
         nchw = median_ms(lambda: image_nchw(images).sum().backward(), args.repeat)
         txt = median_ms(lambda: text(ids, mask).sum().backward(), args.repeat)
+        fused = median_ms(adamw_fused.step, args.repeat)
+        loop = median_ms(adamw_loop.step, args.repeat)
         print(f"image encoder as built {fast:.1f} ms | library depthwise gradient {cl:.1f} ms ({cl / fast:.2f}x) | "
-              f"that, contiguous {nchw:.1f} ms | "
-              f"text encoder L={args.length} {txt:.1f} ms")
+              f"that, contiguous {nchw:.1f} ms | text encoder L={args.length} {txt:.1f} ms | "
+              f"AdamW step fused {fused:.1f} ms, for-loop {loop:.1f} ms ({loop / fused:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from fedmm.data.encode import EncodedSplit
 from fedmm.federated.mechanisms import alignment, missing_views
 from fedmm.federated.mechanisms.balance import adjusted_logits, logit_adjustment
 from fedmm.federated.params import ShareSpec, trainable_groups
-from fedmm.federated.train import AMP_MODES, autocast_context, make_batch, train_local
+from fedmm.federated.train import AMP_MODES, autocast_context, make_batch, make_optimizer, train_local
 from fedmm.models.model import FedMMModel, ModelConfig
 
 on_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -46,10 +46,11 @@ def _split(n=21, seed=0):
 
 def _previous_train_local(model, train, tcfg, *, generator, device, gv=None, modality_dropout=0.0, terms=(),
                           logit_adjust=None):
-    """The loop as it was before ``train.amp`` (float32, batches gathered on the host)."""
+    """The loop as it was before ``train.amp`` (float32, batches gathered on the host), with the
+    optimizer as ``make_optimizer`` builds it (fused AdamW; its own test below)."""
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tcfg.lr,
-                            weight_decay=tcfg.weight_decay)
+                            weight_decay=tcfg.weight_decay, fused=True)
     adjust = None if logit_adjust is None else logit_adjust.to(device)
     total, steps = 0.0, 0
     for _ in range(tcfg.local_epochs):
@@ -96,6 +97,27 @@ def test_amp_none_is_bit_identical_to_the_previous_loop():
     ref_loss, ref_state = _train("none", fn=_previous_train_local)
     assert loss == ref_loss
     assert _same(state, ref_state)
+
+
+def test_fused_adamw_matches_the_reference_loop_in_float64():
+    """make_optimizer's fused AdamW against torch's for-loop AdamW, fresh random tensors and gradients."""
+    g = torch.Generator().manual_seed(11)
+    shapes = [(7, 5), (13,), (3, 4, 2), (1,)]
+    model = torch.nn.ParameterList([torch.randn(s, generator=g, dtype=torch.float64) for s in shapes])
+    fast = list(model.parameters())
+    ref = [p.detach().clone().requires_grad_(True) for p in fast]
+    opt = make_optimizer(model, TrainConfig(lr=3e-2, weight_decay=1e-2), "cpu")
+    assert opt.defaults["fused"]
+    ref_opt = torch.optim.AdamW(ref, lr=3e-2, weight_decay=1e-2, foreach=False, fused=False)
+    for _ in range(10):
+        for p, q in zip(fast, ref):
+            p.grad = torch.randn(p.shape, generator=g, dtype=torch.float64)
+            q.grad = p.grad.clone()
+        opt.step()
+        ref_opt.step()
+    for p, q in zip(fast, ref):
+        assert not torch.equal(p, torch.zeros_like(p))
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12)
 
 
 def test_amp_bf16_on_cpu_is_ignored_with_one_warning(caplog):
