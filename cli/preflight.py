@@ -129,6 +129,8 @@ def check_config(cfg: RunConfig, runs_here: bool = True) -> None:
     _choice(m.text_size, TEXT_SIZES, "model.text_size")
     _choice(m.fusion, FUSIONS, "model.fusion")
     _choice(cfg.train.amp, AMP_MODES, "train.amp")
+    if cfg.train.rep_kd_every < 1:
+        raise usage_error(f"train.rep_kd_every={cfg.train.rep_kd_every} must be >= 1 (1 = every step)")
     if m.heads < 1 or m.d % m.heads:
         raise usage_error(f"model.heads={m.heads} must divide model.d={m.d}")
     _choice(cfg.data.modalities, DATA_MODALITIES, "data.modalities")

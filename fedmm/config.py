@@ -49,6 +49,8 @@ class TrainConfig:
     views_weight: float = 0.5          # fed.missing_views: weight of each hidden-modality view's CE
     rep_kd_weight: float = 0.1         # fed.rep_kd: weight of the pull toward global public representations
     rep_kd_temperature: float = 0.1
+    rep_kd_every: int = 1              # fed.rep_kd: the term on every k-th step only, weighted k x (same
+                                       # expected pull, 1/k of its encoder passes)
     prox_mu: float = 0.01              # fedprox only
     eval_batch_size: int = 256
     amp: str = "none"                  # none | bf16: bfloat16 autocast of local training steps on CUDA

@@ -56,11 +56,17 @@ class RepKD:
     """Contrastive pull of the client's public representations toward the global ones."""
 
     def __init__(self, public, index: np.ndarray, global_reps: dict[str, np.ndarray], weight: float,
-                 temperature: float, batch_size: int) -> None:
+                 temperature: float, batch_size: int, every: int = 1) -> None:
+        if every < 1:
+            raise ValueError(f"train.rep_kd_every must be >= 1, got {every}")
         self.public, self.index, self.reps = public, index, global_reps
-        self.weight, self.temperature, self.batch_size = weight, temperature, max(2, batch_size)
+        self.weight, self.temperature, self.batch_size = weight * every, temperature, max(2, batch_size)
+        self.every, self.calls = every, 0
 
     def __call__(self, model, batch: dict, out, gv, generator) -> torch.Tensor | None:
+        self.calls += 1
+        if (self.calls - 1) % self.every:   # steps 1, 1 + k, 1 + 2k, ... of this client's round
+            return None
         dev = out.logits.device
         pick = torch.randperm(len(self.index), generator=generator)[: self.batch_size].numpy()
         pub = make_batch(self.public, torch.as_tensor(self.index[pick]), dev)
@@ -87,7 +93,7 @@ def client_term(broadcast, data, tcfg) -> RepKD | None:
     if not reps or "repkd/index" not in a or tcfg.rep_kd_weight <= 0:
         return None
     return RepKD(data.public_view(), a["repkd/index"], reps, tcfg.rep_kd_weight, tcfg.rep_kd_temperature,
-                 tcfg.kd_batch_size)
+                 tcfg.kd_batch_size, tcfg.rep_kd_every)
 
 
 # ---- server half ---------------------------------------------------------------------------------
