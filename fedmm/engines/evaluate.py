@@ -37,12 +37,11 @@ def model_digest(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def client_validation(data_index: int, modality: str, cfg, strategy, fed_facts: tuple, shared: dict | None,
+def client_validation(data_index: int, views: tuple, cfg, fed_facts: tuple, shared: dict | None,
                       gv, store: ClientStore, device, val=None) -> dict:
     """A client's deployed model: its digest and its predictions on its own validation rows."""
     vocab_size, classes, _ = fed_facts
     model = deployed_model(cfg, vocab_size, len(classes), data_index, store, shared, device)
-    views = SCENARIOS if strategy.pools_data else client_views(modality)
     out = {"digest": model_digest(model)}
     if val is not None and len(val):  # the client's own validation rows, for model selection
         vlog = predict(model, val, device, gv, views, cfg.train.eval_batch_size)
@@ -75,23 +74,25 @@ def evaluate_federation(fed, cfg, strategy, state, stores: dict[str, ClientStore
     facts = (fed.vocab_size, list(fed.classes), fed.multilabel)
     shared = state.shared if strategy.share else None
     gv = state.gv if strategy.prototypes else None
-    views_of = {d.index: SCENARIOS if strategy.pools_data else client_views(d.modality) for d in fed.clients}
-    jobs = [(data.index, data.modality, cfg, strategy, facts, shared, gv, stores[data.name], device, data.val)
-            for data in fed.clients]
-    checked = dict(pool.run(client_validation, jobs))                  # job position -> digest, val
-    groups: dict[str, list[int]] = {}
+    views = [SCENARIOS if strategy.pools_data else client_views(d.modality) for d in fed.clients]  # by position
+    jobs = [(d.index, views[i], cfg, facts, shared, gv, stores[d.name], device, d.val)
+            for i, d in enumerate(fed.clients)]
+    checked = dict(pool.run(client_validation, jobs))                  # position -> digest, val
+    groups: dict[str, list[int]] = {}                                  # digest -> positions
     for i in sorted(checked):
         groups.setdefault(checked[i]["digest"], []).append(i)
     members = list(groups.values())
-    test_jobs = [(fed.clients[g[0]].index, tuple(v for v in SCENARIOS if any(v in views_of[fed.clients[i].index]
-                                                                            for i in g)),
-                  cfg, facts, shared, gv, stores[fed.clients[g[0]].name], fed.test, device) for g in members]
+    test_jobs = []
+    for g in members:   # one test pass per distinct model, on the union of its clients' views
+        first = fed.clients[g[0]]
+        union = tuple(v for v in SCENARIOS if any(v in views[i] for i in g))
+        test_jobs.append((first.index, union, cfg, facts, shared, gv, stores[first.name], fed.test, device))
     scored = dict(pool.run(model_test_metrics, test_jobs))             # group position -> view metrics
     done = {}
     for gi, g in enumerate(members):
         for i in g:
-            c = fed.clients[i]
-            done[i] = {"modality": c.modality, **{v: m for v, m in scored[gi].items() if v in views_of[c.index]},
+            own = {v: m for v, m in scored[gi].items() if v in views[i]}
+            done[i] = {"modality": fed.clients[i].modality, **own,
                        **({"val": checked[i]["val"]} if "val" in checked[i] else {})}
     per_client = {fed.clients[i].name: done[i] for i in sorted(done)}
     val = pooled_validation([m.pop("val", {}) for m in per_client.values()], facts[1], facts[2])
