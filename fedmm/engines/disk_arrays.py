@@ -41,6 +41,7 @@ class DiskArray:
     def __init__(self, path: Path, start: int, shape: tuple[int, ...], dtype: np.dtype,
                  stamp: tuple[int, int, int]) -> None:
         self.path, self.start, self.shape, self.dtype, self.stamp = path, start, shape, np.dtype(dtype), stamp
+        self._finite: bool | None = None   # all_finite's answer for the file as stamped (every read re-checks it)
 
     @property
     def ndim(self) -> int:
@@ -75,11 +76,14 @@ class DiskArray:
         return np.asarray(self).astype(dtype)
 
     def all_finite(self) -> bool:
-        """Whether every value is finite (read slice by slice); True for non-float dtypes."""
+        """Whether every value is finite (read slice by slice); True for non-float dtypes. Computed
+        once: the file cannot change unnoticed (every later read refuses a changed stamp)."""
         if self.dtype.kind not in "fc":
             return True
-        step = max(1, CHECK_CHUNK_BYTES // self.dtype.itemsize)
-        return all(np.isfinite(self.read(b, b + step)).all() for b in range(0, self.size, step))
+        if self._finite is None:
+            step = max(1, CHECK_CHUNK_BYTES // self.dtype.itemsize)
+            self._finite = all(bool(np.isfinite(self.read(b, b + step)).all()) for b in range(0, self.size, step))
+        return self._finite
 
     def __repr__(self) -> str:
         return f"DiskArray({self.path.name}, {self.dtype}{list(self.shape)})"

@@ -85,10 +85,13 @@ class FederationInfo:
         return info
 
 
-def client_job(data, broadcast: Message, cfg, strategy, store: ClientStore, vocab_size: int, device,
+def client_job(data, broadcast: Message | Path, cfg, strategy, store: ClientStore, vocab_size: int, device,
                stem: Path) -> Path:
     """One client round (in this process or a worker): its state of the previous round from
-    ``store``, the new one back to it; the upload is written to ``stem``."""
+    ``store``, the new one back to it; the upload is written to ``stem``. ``broadcast`` is the
+    message itself or the stem of its files (read and validated here, as any received message)."""
+    if not isinstance(broadcast, Message):
+        broadcast = load_message(broadcast, "broadcast")
     r = int(broadcast.meta["round"])
     upload, state = client_round(data, broadcast, cfg, strategy, store.read(r - 1) if r > 0 else None,
                                  vocab_size, device)
@@ -99,6 +102,11 @@ def client_job(data, broadcast: Message, cfg, strategy, store: ClientStore, voca
 
 
 LAZY = "shared/"   # upload arrays the server reads from their file when it aggregates (the large ones)
+
+
+def client_cost(data) -> int:
+    """Relative cost of a client's round: its training rows with an image plus those with a report."""
+    return int(data.train.has_image.sum()) + int(data.train.has_text.sum())
 
 
 class InProcessTransport:
@@ -118,11 +126,17 @@ class InProcessTransport:
     def exchange(self, broadcast: Message, round_idx: int) -> tuple[list[Reply], list[str]]:
         self._clear()   # the previous round's uploads: aggregated by now
         folder = self.exchange_dir / f"round_{round_idx:04d}"
-        jobs = [(data, broadcast, self.cfg, self.strategy, self.stores[data.name], self.fed.vocab_size, self.device,
+        sent: Message | Path = broadcast
+        costs = None
+        if self.pool.workers > 1:   # workers read the broadcast from one file, not one pickled copy per job
+            sent = self.exchange_dir / f"broadcast_{round_idx:04d}"   # beside the round folder: no name clash
+            save_message(broadcast, sent)
+            costs = [client_cost(data) for data in self.fed.clients]
+        jobs = [(data, sent, self.cfg, self.strategy, self.stores[data.name], self.fed.vocab_size, self.device,
                  folder / data.name) for data in self.fed.clients]
         replies: dict[int, Reply] = {}
         problems: list[str] = []
-        for i, stem in self.pool.run(client_job, jobs):
+        for i, stem in self.pool.run(client_job, jobs, costs):
             name = self.fed.clients[i].name
             try:
                 up = load_message(stem, "upload", lazy=LAZY)

@@ -55,6 +55,16 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def submission_order(n: int, costs: list[float] | None = None) -> list[int]:
+    """Job indices in the order they are handed to workers: decreasing cost (ties in index
+    order), or index order without costs. Longest first keeps the end of a round short."""
+    if costs is None:
+        return list(range(n))
+    if len(costs) != n:
+        raise ValueError(f"{len(costs)} costs for {n} jobs")
+    return sorted(range(n), key=lambda i: (-costs[i], i))
+
+
 class WorkerPool:
     """``run(fn, jobs)`` yields ``(index, result)`` as jobs finish; one process pool per run.
 
@@ -67,7 +77,10 @@ class WorkerPool:
         self.workers, self.threads = workers, threads
         self._pool: ProcessPoolExecutor | None = None
 
-    def run(self, fn: Callable, jobs: list[tuple]) -> Iterator[tuple[int, object]]:
+    def run(self, fn: Callable, jobs: list[tuple], costs: list[float] | None = None) -> Iterator[tuple[int, object]]:
+        """``(index, fn(*jobs[index]))`` as jobs finish. With workers, jobs are submitted in
+        decreasing ``costs`` (when given), so the last to start are the cheapest and no worker
+        waits long at the end; the result of each job does not depend on the order."""
         if self.workers <= 1:
             for i, args in enumerate(jobs):
                 yield i, fn(*args)
@@ -76,7 +89,7 @@ class WorkerPool:
             # spawn, not fork: the parent's OpenMP/intra-op thread pools do not survive a fork
             self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
                                              initializer=_init_worker, initargs=(self.threads,))
-        futures: dict[Future, int] = {self._pool.submit(fn, *args): i for i, args in enumerate(jobs)}
+        futures: dict[Future, int] = {self._pool.submit(fn, *jobs[i]): i for i in submission_order(len(jobs), costs)}
         try:
             for fut in as_completed(futures):
                 yield futures[fut], fut.result()

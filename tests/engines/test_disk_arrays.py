@@ -160,3 +160,19 @@ def test_in_process_uploads_stay_on_disk_until_the_next_exchange(tmp_path, monke
     np.testing.assert_array_equal(np.asarray(replies[0].message.arrays["shared/fusion.w"]), np.ones(4))
     t.finish(None)
     assert not (tmp_path / "exchange").exists()
+
+
+def test_finiteness_is_read_once_and_a_later_change_still_refused(tmp_path, monkeypatch):
+    """A message checked by load_message and again by check_upload reads its data once for the
+    check; replacing the file afterwards is still caught on the next read."""
+    path = tmp_path / "u.safetensors"
+    save_arrays(path, _arrays(np.random.default_rng(5)))
+    w = lazy_arrays(path, "shared/")["shared/image_encoder.w"]
+    reads = []
+    original = DiskArray.read
+    monkeypatch.setattr(DiskArray, "read", lambda self, b=0, e=None: reads.append(b) or original(self, b, e))
+    assert w.all_finite() and w.all_finite()
+    assert len(reads) == 1
+    save_arrays(path, _arrays(np.random.default_rng(6)))
+    with pytest.raises(MessageError, match="changed on disk"):
+        w.read()
