@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from typing import Callable, Iterator
 
@@ -51,8 +53,20 @@ def plan_workers(workers: int, threads: int, device: torch.device, n_jobs: int) 
     return n, threads if threads > 0 else max(1, cores // n)
 
 
+PARENT_CHECK_S = 1.0   # how often a worker checks that the process that started it is alive
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Exit this worker once the process that started it is gone (e.g. killed with SIGTERM or
+    SIGKILL, which the worker never sees): an orphan would otherwise train on, unseen."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_S)
+    os._exit(1)
+
+
 def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True, name="parent-watch").start()
 
 
 def submission_order(n: int, costs: list[float] | None = None) -> list[int]:
