@@ -80,8 +80,16 @@ def make_optimizer(model: torch.nn.Module, tcfg, device) -> torch.optim.Optimize
 def batch_loss(model: FedMMModel, batch: dict, gv, modality_dropout: float, generator, terms=(),
                adjust: torch.Tensor | None = None, paired_adjust: torch.Tensor | None = None,
                multilabel: bool = False) -> torch.Tensor:
-    """One training step's loss: the (logit-adjusted) task loss plus every enabled term."""
-    out = model(batch, gv, modality_dropout, generator)
+    """One training step's loss: the (logit-adjusted) task loss plus every enabled term.
+
+    A term with an ``extra_rows(generator, device)`` method (e.g. representation KD's public
+    rows) gets those rows encoded in the same encoder call as the batch, as ``out.extra``.
+    """
+    askers = [t for t in terms if hasattr(t, "extra_rows")]
+    if len(askers) > 1:
+        raise ValueError("at most one training term may add rows to the encoder pass")
+    extra = askers[0].extra_rows(generator, batch["has_image"].device) if askers else None
+    out = model(batch, gv, modality_dropout, generator, extra=extra)
     logits = adjusted_logits(out.logits, adjust, out.has_image, out.has_text, paired_adjust)
     labels = batch["labels"]
     loss = _task_loss(logits, labels, multilabel)

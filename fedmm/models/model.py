@@ -57,6 +57,7 @@ class Forward:
     enc: Encoded | None = None         # adapter tokens of every modality the batch holds (before dropout)
     fused: torch.Tensor | None = None  # [B, C] the fusion path's logits (before any uni-modal head)
     unimodal_rows: torch.Tensor | None = None   # [B] bool rows whose logits came from a uni-modal head
+    extra: Encoded | None = None       # adapter tokens of the ``extra`` rows encoded with the batch
 
 
 def fusion_path_loss(out: Forward, rows: torch.Tensor, weight: float, loss_fn) -> torch.Tensor | None:
@@ -161,22 +162,41 @@ class FedMMModel(nn.Module):
         return Forward(logits, pooled_img, pooled_txt, has_img, has_txt, fused=fused, unimodal_rows=replaced)
 
     def forward(self, batch: dict, gv: GlobalVectors | None = None, modality_dropout: float = 0.0,
-                generator: torch.Generator | None = None) -> Forward:
+                generator: torch.Generator | None = None, extra: dict | None = None) -> Forward:
         """Logits for a batch; with ``modality_dropout`` p, each full sample loses one modality w.p. p.
 
         Encoders run on every modality the batch holds (``Forward.enc``, e.g. for the
         cross-modal alignment of paired samples); dropout hides modalities from the head only.
+        ``extra`` (a batch of other rows, e.g. public ones a loss term needs) goes through the
+        encoders in the same call as ``batch`` (one pass instead of two: the image encoder's
+        per-call cost dominates at these batch sizes) and comes back as ``Forward.extra``;
+        it is not classified. In training mode BatchNorm then normalises both by their joint
+        batch statistics.
         """
         has_img, has_txt = batch["has_image"].bool(), batch["has_text"].bool()
-        enc = self.encode(batch, has_img, has_txt)
+        if extra is None:
+            enc, extra_enc = self.encode(batch, has_img, has_txt), None
+        else:
+            enc, extra_enc = self._encode_joint(batch, extra)
         if modality_dropout > 0:
             both = has_img & has_txt
             u = torch.rand(has_img.shape[0], generator=generator).to(has_img.device)
             has_img = has_img & ~(both & (u < modality_dropout / 2))
             has_txt = has_txt & ~(both & (u >= modality_dropout / 2) & (u < modality_dropout))
         out = self.classify(enc, has_img, has_txt, gv)
-        out.enc = enc
+        out.enc, out.extra = enc, extra_enc
         return out
+
+    def _encode_joint(self, batch: dict, extra: dict) -> tuple[Encoded, Encoded]:
+        """:meth:`encode` of ``batch`` [B] and ``extra`` [E] rows in one call, split back."""
+        keys = ("images", "input_ids", "attention_mask", "has_image", "has_text")
+        joint = {k: torch.cat([batch[k], extra[k].to(batch[k].device)]) for k in keys}
+        enc = self.encode(joint, joint["has_image"].bool(), joint["has_text"].bool())
+        B = batch["has_image"].shape[0]
+
+        def part(rows: slice) -> Encoded:
+            return Encoded(enc.image[rows], enc.text[rows], enc.text_mask[rows])
+        return part(slice(0, B)), part(slice(B, None))
 
     @staticmethod
     def _global_tensors(gv: GlobalVectors | None, device):

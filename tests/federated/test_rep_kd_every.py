@@ -21,6 +21,16 @@ def _public(n=12, seed=0):
 
 class _Out:
     logits = torch.zeros(1, 3)
+    extra = None
+
+
+def _step(model, term, generator):
+    """One training step's use of the term: its rows drawn, encoded, the term computed."""
+    out = _Out()
+    rows = term.extra_rows(generator, "cpu")
+    if rows is not None:
+        out.extra = model.encode(rows, rows["has_image"].bool(), rows["has_text"].bool())
+    return term(model, {}, out, None, generator)
 
 
 def _terms(every: int):
@@ -37,11 +47,11 @@ def test_every_second_step_doubles_the_weight_and_skips_the_others():
     g_dense, g_sparse = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     with torch.no_grad():
         for step in range(4):
-            got = sparse(model, {}, _Out(), None, g_sparse)
+            got = _step(model, sparse, g_sparse)
             if step % 2:
                 assert got is None
                 continue
-            want = dense(model, {}, _Out(), None, g_dense)   # the same public rows: the same draws
+            want = _step(model, dense, g_dense)   # the same public rows: the same draws
             assert got is not None and want is not None and float(want) > 0
             torch.testing.assert_close(got, 2 * want, rtol=1e-6, atol=0)
 

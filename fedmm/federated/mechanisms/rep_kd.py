@@ -53,7 +53,12 @@ def _nce(query: torch.Tensor, keys: torch.Tensor, temperature: float) -> torch.T
 
 
 class RepKD:
-    """Contrastive pull of the client's public representations toward the global ones."""
+    """Contrastive pull of the client's public representations toward the global ones.
+
+    Each step it draws its public rows first (:meth:`extra_rows`); the training step encodes
+    them together with its batch (``Forward.extra``, :func:`fedmm.federated.train.batch_loss`),
+    then :meth:`__call__` computes the term from that encoding.
+    """
 
     def __init__(self, public, index: np.ndarray, global_reps: dict[str, np.ndarray], weight: float,
                  temperature: float, batch_size: int, every: int = 1) -> None:
@@ -62,16 +67,25 @@ class RepKD:
         self.public, self.index, self.reps = public, index, global_reps
         self.weight, self.temperature, self.batch_size = weight * every, temperature, max(2, batch_size)
         self.every, self.calls = every, 0
+        self._pick: np.ndarray | None = None   # positions in ``index`` of this step's rows
+        self._has: tuple[torch.Tensor, torch.Tensor] | None = None   # their has_image, has_text [E]
 
-    def __call__(self, model, batch: dict, out, gv, generator) -> torch.Tensor | None:
+    def extra_rows(self, generator: torch.Generator, device) -> dict | None:
+        """This step's public rows (a batch), or None on the steps the term skips."""
         self.calls += 1
         if (self.calls - 1) % self.every:   # steps 1, 1 + k, 1 + 2k, ... of this client's round
+            self._pick = None
             return None
+        self._pick = torch.randperm(len(self.index), generator=generator)[: self.batch_size].numpy()
+        pub = make_batch(self.public, torch.as_tensor(self.index[self._pick]), device)
+        self._has = pub["has_image"].bool(), pub["has_text"].bool()
+        return pub
+
+    def __call__(self, model, batch: dict, out, gv, generator) -> torch.Tensor | None:
+        if self._pick is None or out.extra is None:
+            return None
+        pick, (hi, ht), enc = self._pick, self._has, out.extra   # enc: [E, L, d] tokens of the public rows
         dev = out.logits.device
-        pick = torch.randperm(len(self.index), generator=generator)[: self.batch_size].numpy()
-        pub = make_batch(self.public, torch.as_tensor(self.index[pick]), dev)
-        hi, ht = pub["has_image"].bool(), pub["has_text"].bool()
-        enc = model.encode(pub, hi, ht)
         own = {"image": (enc.image.mean(1), hi), "text": (masked_mean(enc.text, enc.text_mask & ht[:, None]), ht)}
         glob = {m: torch.as_tensor(self.reps[m][pick], device=dev) for m in self.reps}
         loss = []
