@@ -6,8 +6,9 @@
 Forward + backward of the image encoder (MobileNetV3-small on 64x64 grayscale, as the model
 builds it: channels_last with the small-map depthwise weight gradient of
 ``fedmm/models/depthwise.py``; beside it the same network with the library's depthwise
-gradient, ``ImageEncoder(fast_depthwise=False)``, and that one in the contiguous layout) and of the
-text encoder (BERT-tiny at ``--length`` tokens), and one AdamW step over the whole client
+gradient, ``ImageEncoder(fast_depthwise=False)``, and that one in the contiguous layout; the
+training batch and representation KD's ``--extra`` public rows in two calls against one joint call,
+as ``FedMMModel.forward(..., extra=...)`` makes it) and of the text encoder (BERT-tiny at ``--length`` tokens), and one AdamW step over the whole client
 model (fused, as ``make_optimizer`` builds it, against torch's for-loop AdamW); random init,
 median of ``--repeat`` steps after warm-up, all measured in one run so the ratios are
 comparable on a shared machine.
@@ -60,11 +61,14 @@ def main() -> None:
     ap.add_argument("--length", type=int, default=48)
     ap.add_argument("--vocab", type=int, default=4000)
     ap.add_argument("--repeat", type=int, default=12)
-    ap.add_argument("--rounds", type=int, default=2, help="times the five measurements are repeated")
+    ap.add_argument("--rounds", type=int, default=2, help="times the measurements are repeated")
+    ap.add_argument("--extra", type=int, default=8, help="public rows representation KD adds to a step")
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
     images = torch.randint(0, 256, (args.batch, 1, 64, 64), dtype=torch.uint8)   # [B, 1, 64, 64]
+    extra = torch.randint(0, 256, (args.extra, 1, 64, 64), dtype=torch.uint8)      # [E, 1, 64, 64]
+    joint = torch.cat([images, extra])                                             # [B + E, 1, 64, 64]
     ids = torch.randint(0, args.vocab, (args.batch, args.length))                  # [B, L]
     mask = torch.ones(args.batch, args.length, dtype=torch.long)
     image_fast, image_cl = ImageEncoder(), ImageEncoder(fast_depthwise=False)
@@ -81,10 +85,13 @@ def main() -> None:
         cl = median_ms(lambda: image_cl(images).sum().backward(), args.repeat)
         nchw = median_ms(lambda: image_nchw(images).sum().backward(), args.repeat)
         txt = median_ms(lambda: text(ids, mask).sum().backward(), args.repeat)
+        apart = median_ms(lambda: (image_fast(images).sum() + image_fast(extra).sum()).backward(), args.repeat)
+        together = median_ms(lambda: image_fast(joint).sum().backward(), args.repeat)
         fused = median_ms(adamw_fused.step, args.repeat)
         loop = median_ms(adamw_loop.step, args.repeat)
         print(f"image encoder as built {fast:.1f} ms | library depthwise gradient {cl:.1f} ms ({cl / fast:.2f}x) | "
-              f"that, contiguous {nchw:.1f} ms | text encoder L={args.length} {txt:.1f} ms | "
+              f"that, contiguous {nchw:.1f} ms | batch + {args.extra} public rows: two calls {apart:.1f} ms, "
+              f"one call {together:.1f} ms ({apart / together:.2f}x) | text encoder L={args.length} {txt:.1f} ms | "
               f"AdamW step fused {fused:.1f} ms, for-loop {loop:.1f} ms ({loop / fused:.2f}x)")
 
 

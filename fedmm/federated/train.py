@@ -82,14 +82,15 @@ def batch_loss(model: FedMMModel, batch: dict, gv, modality_dropout: float, gene
                multilabel: bool = False) -> torch.Tensor:
     """One training step's loss: the (logit-adjusted) task loss plus every enabled term.
 
-    A term with an ``extra_rows(generator, device)`` method (e.g. representation KD's public
-    rows) gets those rows encoded in the same encoder call as the batch, as ``out.extra``.
+    A term with an ``extra_images(generator, device)`` method (representation KD's public
+    rows) gets those images through the image encoder in the same call as the batch's
+    (``FedMMModel.encode``), as ``out.extra_image``.
     """
-    askers = [t for t in terms if hasattr(t, "extra_rows")]
+    askers = [t for t in terms if hasattr(t, "extra_images")]
     if len(askers) > 1:
-        raise ValueError("at most one training term may add rows to the encoder pass")
-    extra = askers[0].extra_rows(generator, batch["has_image"].device) if askers else None
-    out = model(batch, gv, modality_dropout, generator, extra=extra)
+        raise ValueError("at most one training term may add images to the encoder pass")
+    extra = functools.partial(askers[0].extra_images, generator, batch["has_image"].device) if askers else None
+    out = model(batch, gv, modality_dropout, generator, extra_images=extra)
     logits = adjusted_logits(out.logits, adjust, out.has_image, out.has_text, paired_adjust)
     labels = batch["labels"]
     loss = _task_loss(logits, labels, multilabel)

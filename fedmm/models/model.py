@@ -1,6 +1,7 @@
 """The client model: image and text encoders + the SharedHead, with missing-modality handling."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
@@ -45,6 +46,7 @@ class Encoded:
     image: torch.Tensor                # [B, Li, d] adapter tokens (zeros where absent)
     text: torch.Tensor                 # [B, Lt, d]
     text_mask: torch.Tensor            # [B, Lt] bool padding mask
+    extra_image: torch.Tensor | None = None   # [E, Li, d] adapter tokens of extra images encoded alongside
 
 
 @dataclass
@@ -57,7 +59,7 @@ class Forward:
     enc: Encoded | None = None         # adapter tokens of every modality the batch holds (before dropout)
     fused: torch.Tensor | None = None  # [B, C] the fusion path's logits (before any uni-modal head)
     unimodal_rows: torch.Tensor | None = None   # [B] bool rows whose logits came from a uni-modal head
-    extra: Encoded | None = None       # adapter tokens of the ``extra`` rows encoded with the batch
+    extra_image: torch.Tensor | None = None     # [E, Li, d] tokens of ``forward``'s extra images
 
 
 def fusion_path_loss(out: Forward, rows: torch.Tensor, weight: float, loss_fn) -> torch.Tensor | None:
@@ -116,13 +118,26 @@ class FedMMModel(nn.Module):
         mask = torch.where(present[:, None], real_mask[None], fill_mask[None])  # [B, W]
         return tokens, mask
 
-    def encode(self, batch: dict, has_img: torch.Tensor, has_txt: torch.Tensor) -> Encoded:
-        """Adapter tokens of the present modalities (encoders run only on rows that have them)."""
+    def encode(self, batch: dict, has_img: torch.Tensor, has_txt: torch.Tensor,
+               extra_images: torch.Tensor | None = None) -> Encoded:
+        """Adapter tokens of the present modalities (encoders run only on rows that have them).
+
+        ``extra_images`` [E, 1, S, S] (e.g. public rows a loss term needs) go through the image
+        encoder in the same call as the batch's images, as a separate BatchNorm segment (the
+        same arithmetic as a call of their own, at the cost of one call); their tokens come
+        back as ``Encoded.extra_image`` [E, Li, d].
+        """
         B, d = has_img.shape[0], self.head.d
         i_idx, t_idx = has_img.nonzero().squeeze(1), has_txt.nonzero().squeeze(1)
-        img_full = self.head.missing_image.new_zeros(B, 1, d)
+        img_full, extra_tok = self.head.missing_image.new_zeros(B, 1, d), None
+        images = batch["images"][i_idx]   # [Bi, 1, S, S]
+        if extra_images is not None and len(extra_images):
+            joint = torch.cat([images, extra_images.to(images.device)])   # [Bi + E, 1, S, S]
+            tokens = self.head.image_adapter(self.image_encoder(joint, segments=(len(images), len(extra_images))))
+            img_tok, extra_tok = tokens[:len(images)], tokens[len(images):]   # [Bi, Li, d], [E, Li, d]
+        elif len(i_idx):
+            img_tok = self.head.image_adapter(self.image_encoder(images))  # [Bi, Li, d]
         if len(i_idx):
-            img_tok = self.head.image_adapter(self.image_encoder(batch["images"][i_idx]))  # [Bi, Li, d]
             img_full = img_tok.new_zeros(B, img_tok.shape[1], d).index_copy(0, i_idx, img_tok)  # [B, Li, d]
         Lt = batch["input_ids"].shape[1]
         txt_full = self.head.missing_text.new_zeros(B, Lt, d)
@@ -130,7 +145,7 @@ class FedMMModel(nn.Module):
             txt_tok = self.head.text_adapter(
                 self.text_encoder(batch["input_ids"][t_idx], batch["attention_mask"][t_idx]))  # [Bt, Lt, d]
             txt_full = txt_full.index_copy(0, t_idx, txt_tok)  # [B, Lt, d]
-        return Encoded(img_full, txt_full, batch["attention_mask"].bool())
+        return Encoded(img_full, txt_full, batch["attention_mask"].bool(), extra_tok)
 
     def classify(self, enc: Encoded, has_img: torch.Tensor, has_txt: torch.Tensor,
                  gv: GlobalVectors | None = None) -> Forward:
@@ -162,41 +177,27 @@ class FedMMModel(nn.Module):
         return Forward(logits, pooled_img, pooled_txt, has_img, has_txt, fused=fused, unimodal_rows=replaced)
 
     def forward(self, batch: dict, gv: GlobalVectors | None = None, modality_dropout: float = 0.0,
-                generator: torch.Generator | None = None, extra: dict | None = None) -> Forward:
+                generator: torch.Generator | None = None,
+                extra_images: Callable[[], torch.Tensor | None] | None = None) -> Forward:
         """Logits for a batch; with ``modality_dropout`` p, each full sample loses one modality w.p. p.
 
         Encoders run on every modality the batch holds (``Forward.enc``, e.g. for the
         cross-modal alignment of paired samples); dropout hides modalities from the head only.
-        ``extra`` (a batch of other rows, e.g. public ones a loss term needs) goes through the
-        encoders in the same call as ``batch`` (one pass instead of two: the image encoder's
-        per-call cost dominates at these batch sizes) and comes back as ``Forward.extra``;
-        it is not classified. In training mode BatchNorm then normalises both by their joint
-        batch statistics.
+        ``extra_images`` returns images [E, 1, S, S] to run through the image encoder with the
+        batch's (see :meth:`encode`; tokens in ``Forward.extra_image``); it is called after the
+        dropout draw, so ``generator`` is drawn from in the same order as without it.
         """
         has_img, has_txt = batch["has_image"].bool(), batch["has_text"].bool()
-        if extra is None:
-            enc, extra_enc = self.encode(batch, has_img, has_txt), None
-        else:
-            enc, extra_enc = self._encode_joint(batch, extra)
+        if modality_dropout > 0:   # drawn before the encoders run (they never use ``generator``)
+            u = torch.rand(has_img.shape[0], generator=generator).to(has_img.device)
+        enc = self.encode(batch, has_img, has_txt, extra_images() if extra_images is not None else None)
         if modality_dropout > 0:
             both = has_img & has_txt
-            u = torch.rand(has_img.shape[0], generator=generator).to(has_img.device)
             has_img = has_img & ~(both & (u < modality_dropout / 2))
             has_txt = has_txt & ~(both & (u >= modality_dropout / 2) & (u < modality_dropout))
         out = self.classify(enc, has_img, has_txt, gv)
-        out.enc, out.extra = enc, extra_enc
+        out.enc, out.extra_image = enc, enc.extra_image
         return out
-
-    def _encode_joint(self, batch: dict, extra: dict) -> tuple[Encoded, Encoded]:
-        """:meth:`encode` of ``batch`` [B] and ``extra`` [E] rows in one call, split back."""
-        keys = ("images", "input_ids", "attention_mask", "has_image", "has_text")
-        joint = {k: torch.cat([batch[k], extra[k].to(batch[k].device)]) for k in keys}
-        enc = self.encode(joint, joint["has_image"].bool(), joint["has_text"].bool())
-        B = batch["has_image"].shape[0]
-
-        def part(rows: slice) -> Encoded:
-            return Encoded(enc.image[rows], enc.text[rows], enc.text_mask[rows])
-        return part(slice(0, B)), part(slice(B, None))
 
     @staticmethod
     def _global_tensors(gv: GlobalVectors | None, device):

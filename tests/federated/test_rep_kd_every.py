@@ -21,15 +21,15 @@ def _public(n=12, seed=0):
 
 class _Out:
     logits = torch.zeros(1, 3)
-    extra = None
+    extra_image = None
 
 
 def _step(model, term, generator):
-    """One training step's use of the term: its rows drawn, encoded, the term computed."""
+    """One training step's use of the term: its images drawn and encoded, then the term."""
     out = _Out()
-    rows = term.extra_rows(generator, "cpu")
-    if rows is not None:
-        out.extra = model.encode(rows, rows["has_image"].bool(), rows["has_text"].bool())
+    images = term.extra_images(generator, "cpu")
+    if images is not None:
+        out.extra_image = model.head.image_adapter(model.image_encoder(images))
     return term(model, {}, out, None, generator)
 
 

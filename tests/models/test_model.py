@@ -61,27 +61,6 @@ def test_forward_handles_every_missing_pattern_with_and_without_global_vectors()
         assert torch.all(out.pooled_image[batch["has_image"]].abs().sum(1) > 0)
 
 
-@pytest.mark.parametrize("extra_seed", [1, 2])
-def test_extra_rows_encoded_with_the_batch_equal_their_own_encoding(extra_seed):
-    """forward(batch, extra=rows) runs the encoders once on both; in eval mode (no batch
-    statistics, no dropout) each part must equal its own encoding, and the logits those of
-    forward(batch), in float64 on fresh random inputs."""
-    model = _model().double().eval()
-    batch, rows = _batch(seed=3), _batch(B=5, seed=extra_seed)
-    rows["has_image"][0] = False   # a public row without its image: the split must keep positions
-    with torch.no_grad():
-        out = model(batch, extra=rows)
-        alone = model(batch)
-        want = model.encode(rows, rows["has_image"], rows["has_text"])
-    torch.testing.assert_close(out.logits, alone.logits, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(out.enc.text, alone.enc.text, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(out.enc.image, alone.enc.image, rtol=1e-12, atol=1e-12)
-    for got, ref in ((out.extra.image, want.image), (out.extra.text, want.text)):
-        torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
-    assert torch.equal(out.extra.text_mask, want.text_mask)
-    assert out.extra.image.shape[0] == 5 and out.enc.image.shape[0] == 6
-
-
 def test_missing_modality_uses_surrogates_not_encoder():
     model = _model(surrogate_fill="both").eval()  # no dropout / batch-norm updates: pure function of inputs
     batch = _batch()

@@ -55,9 +55,9 @@ def _nce(query: torch.Tensor, keys: torch.Tensor, temperature: float) -> torch.T
 class RepKD:
     """Contrastive pull of the client's public representations toward the global ones.
 
-    Each step it draws its public rows first (:meth:`extra_rows`); the training step encodes
-    them together with its batch (``Forward.extra``, :func:`fedmm.federated.train.batch_loss`),
-    then :meth:`__call__` computes the term from that encoding.
+    Each step it draws its public rows first (:meth:`extra_images`): their images go through
+    the image encoder in the training batch's call (``Forward.extra_image``, one call instead
+    of two, the same arithmetic), their reports through the text encoder here.
     """
 
     def __init__(self, public, index: np.ndarray, global_reps: dict[str, np.ndarray], weight: float,
@@ -68,25 +68,30 @@ class RepKD:
         self.weight, self.temperature, self.batch_size = weight * every, temperature, max(2, batch_size)
         self.every, self.calls = every, 0
         self._pick: np.ndarray | None = None   # positions in ``index`` of this step's rows
-        self._has: tuple[torch.Tensor, torch.Tensor] | None = None   # their has_image, has_text [E]
+        self._pub: dict | None = None          # those rows as a batch
 
-    def extra_rows(self, generator: torch.Generator, device) -> dict | None:
-        """This step's public rows (a batch), or None on the steps the term skips."""
+    def extra_images(self, generator: torch.Generator, device) -> torch.Tensor | None:
+        """Images [E, 1, S, S] of this step's public rows that have one (None on the steps the
+        term skips, or when none has)."""
         self.calls += 1
         if (self.calls - 1) % self.every:   # steps 1, 1 + k, 1 + 2k, ... of this client's round
-            self._pick = None
+            self._pick = self._pub = None
             return None
         self._pick = torch.randperm(len(self.index), generator=generator)[: self.batch_size].numpy()
-        pub = make_batch(self.public, torch.as_tensor(self.index[self._pick]), device)
-        self._has = pub["has_image"].bool(), pub["has_text"].bool()
-        return pub
+        self._pub = make_batch(self.public, torch.as_tensor(self.index[self._pick]), device)
+        hi = self._pub["has_image"].bool()
+        return self._pub["images"][hi] if bool(hi.any()) else None
 
     def __call__(self, model, batch: dict, out, gv, generator) -> torch.Tensor | None:
-        if self._pick is None or out.extra is None:
+        if self._pick is None:
             return None
-        pick, (hi, ht), enc = self._pick, self._has, out.extra   # enc: [E, L, d] tokens of the public rows
+        pick, pub = self._pick, self._pub
+        hi, ht = pub["has_image"].bool(), pub["has_text"].bool()
         dev = out.logits.device
-        own = {"image": (enc.image.mean(1), hi), "text": (masked_mean(enc.text, enc.text_mask & ht[:, None]), ht)}
+        txt = model.encode(pub, torch.zeros_like(hi), ht)   # reports only: the images came with the batch
+        own = {"text": (masked_mean(txt.text, txt.text_mask & ht[:, None]), ht)}
+        if bool(hi.all()) and out.extra_image is not None:
+            own = {"image": (out.extra_image.mean(1), hi), **own}   # [E, d]
         glob = {m: torch.as_tensor(self.reps[m][pick], device=dev) for m in self.reps}
         loss = []
         for m, (vec, has) in own.items():
