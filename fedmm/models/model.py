@@ -75,6 +75,15 @@ def fusion_path_loss(out: Forward, rows: torch.Tensor, weight: float, loss_fn) -
     return weight * loss_fn(out.fused[picked], picked) * (n / max(int(rows.sum()), 1))
 
 
+def trim_masked(tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``tokens`` [B, L, d] and ``mask`` [B, L] without the trailing positions no row uses
+    ([B, L', d], [B, L']; at least one position). The fusion ignores masked positions (zero
+    attention weight, zero pooling weight), so the result is the same; the work is not."""
+    used = mask.any(0).nonzero()   # [n, 1]
+    width = int(used.max()) + 1 if len(used) else 1
+    return (tokens, mask) if width == mask.shape[1] else (tokens[:, :width], mask[:, :width])
+
+
 def resolve_unimodal_heads(cfg: ModelConfig, strategy: str = "fedmm") -> ModelConfig:
     """``cfg`` with ``unimodal_heads="auto"`` made concrete for ``strategy``: fedmm classifies
     report-less rows with a uni-modal image head (the fusion path still trains on them through
@@ -163,6 +172,8 @@ class FedMMModel(nn.Module):
                                                     ci if fill_txt else None, ct)
         Lt = enc.text.shape[1]
         txt_mask = torch.where(has_txt[:, None], F.pad(txt_valid, (0, txt_seq.shape[1] - Lt)), txt_fill_mask)
+        img_seq, img_mask = trim_masked(img_seq, img_mask)
+        txt_seq, txt_mask = trim_masked(txt_seq, txt_mask)  # e.g. a hidden report: 1 token, not 48
         r = self.head.fuse(img_seq, img_mask, txt_seq, txt_mask)  # [B, 2d]
         logits = fused = self.head.classifier(r)  # [B, C]
         replaced = torch.zeros_like(has_img)  # [B]

@@ -231,3 +231,41 @@ def test_auto_unimodal_heads_give_fedmm_an_image_head_and_the_baselines_one_fusi
 def test_unimodal_heads_reject_unknown_values():
     with pytest.raises(ValueError, match="unimodal_heads"):
         _model(unimodal_heads="images")
+
+
+def test_trim_masked_drops_only_positions_no_row_uses():
+    from fedmm.models.model import trim_masked
+    tokens = torch.randn(3, 6, 4)
+    mask = torch.zeros(3, 6, dtype=torch.bool)
+    mask[0, :2] = True
+    mask[2, 3] = True
+    t, m = trim_masked(tokens, mask)
+    assert t.shape == (3, 4, 4) and torch.equal(m, mask[:, :4]) and torch.equal(t, tokens[:, :4])
+    t, m = trim_masked(tokens, torch.zeros(3, 6, dtype=torch.bool))
+    assert t.shape == (3, 1, 4) and not m.any()
+    full = torch.ones(3, 6, dtype=torch.bool)
+    assert trim_masked(tokens, full)[0] is tokens
+
+
+@pytest.mark.parametrize("hide", ["text", "image", "none"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_classify_with_trimmed_sequences_equals_untrimmed(hide, dtype, monkeypatch):
+    """Trimming unused positions before the fusion changes nothing the head computes: float64
+    with the learned missing tokens, float32 with surrogates from global vectors."""
+    import fedmm.models.model as model_module
+
+    model = _model(unimodal_heads="image").to(dtype).eval()
+    batch = _batch(seed=4)
+    has_img, has_txt = batch["has_image"].clone(), batch["has_text"].clone()
+    if hide == "text":
+        has_txt[:] = False
+    elif hide == "image":
+        has_img[:] = False
+    gv = _gv(np.random.default_rng(2)) if dtype == torch.float32 else None
+    tol = 1e-12 if dtype == torch.float64 else 2e-6
+    with torch.no_grad():
+        enc = model.encode(batch, batch["has_image"], batch["has_text"])
+        trimmed = model.classify(enc, has_img, has_txt, gv).logits
+        monkeypatch.setattr(model_module, "trim_masked", lambda t, m: (t, m))
+        untrimmed = model.classify(enc, has_img, has_txt, gv).logits
+    torch.testing.assert_close(trimmed, untrimmed, rtol=tol, atol=tol)
