@@ -40,6 +40,19 @@ def median_ms(step, repeat: int) -> float:
     return 1000 * statistics.median(times)
 
 
+def paired_median_ms(first, second, repeat: int) -> tuple[float, float]:
+    """Median wall times (ms) of two steps timed alternately, so drift of a shared machine hits both."""
+    for _ in range(2):
+        first(), second()
+    times = ([], [])
+    for _ in range(repeat):
+        for step, out in ((first, times[0]), (second, times[1])):
+            start = time.perf_counter()
+            step()
+            out.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times[0]), 1000 * statistics.median(times[1])
+
+
 class Contiguous(nn.Module):
     """The image encoder's network fed in the default (NCHW contiguous) memory layout."""
 
@@ -85,8 +98,9 @@ def main() -> None:
         cl = median_ms(lambda: image_cl(images).sum().backward(), args.repeat)
         nchw = median_ms(lambda: image_nchw(images).sum().backward(), args.repeat)
         txt = median_ms(lambda: text(ids, mask).sum().backward(), args.repeat)
-        apart = median_ms(lambda: (image_fast(images).sum() + image_fast(extra).sum()).backward(), args.repeat)
-        together = median_ms(lambda: image_fast(joint).sum().backward(), args.repeat)
+        apart, together = paired_median_ms(lambda: (image_fast(images).sum() + image_fast(extra).sum()).backward(),
+                                           lambda: image_fast(joint, segments=(len(images), len(extra))).sum().backward(),
+                                           args.repeat)
         fused = median_ms(adamw_fused.step, args.repeat)
         loop = median_ms(adamw_loop.step, args.repeat)
         print(f"image encoder as built {fast:.1f} ms | library depthwise gradient {cl:.1f} ms ({cl / fast:.2f}x) | "
