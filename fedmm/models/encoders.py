@@ -59,7 +59,10 @@ class ImageEncoder(nn.Module):
         in training mode, as separate calls would (one call is cheaper than several)."""
         x = images.float().div(255.0).expand(-1, 3, -1, -1)  # [B, 3, S, S]
         x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
-        with batch_segments(self.features, segments or ()):
+        if segments:   # the module walk only when asked for (not on every plain call)
+            with batch_segments(self.features, segments):
+                fmap = self.features(x)  # [B, C, h, w]
+        else:
             fmap = self.features(x)  # [B, C, h, w]
         return fmap.flatten(2).transpose(1, 2)  # [B, h*w, C]
 
